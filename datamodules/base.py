@@ -1,0 +1,88 @@
+"""Shared machinery of the package's DataModules: in-memory tensors, deterministic splits, loaders."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from lit_gans.validation import check_float, check_int
+
+
+def to_unit_range(images: Tensor) -> Tensor:
+    """uint8 ``[0, 255]`` images to float32 in [-1, 1] (the range of the generators' tanh output)."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def split_indices(n: int, val_split: float | int, seed: int) -> tuple[Tensor, Tensor]:
+    """Deterministic train/validation index split; ``val_split`` is a fraction (< 1) or a count."""
+    n_val = int(round(n * val_split)) if isinstance(val_split, float) and val_split < 1 else int(val_split)
+    if not 0 <= n_val < n:
+        raise ValueError(f"val_split={val_split!r} leaves no training images out of {n}")
+    if n_val == 0:
+        return torch.arange(n), torch.arange(0)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[n_val:], perm[:n_val]
+
+
+class ImageDataModule(LightningDataModule):
+    """Base of every DataModule of the package (and what the CLI accepts as ``data``).
+
+    Subclasses set :attr:`image_shape` in ``__init__`` (so the CLI can link it into the model before any data is
+    read), and ``self.train_set`` / ``self.val_set`` in ``setup``. Batches are ``(images, labels)`` with images
+    float32 in [-1, 1].
+
+    Args:
+        batch_size: images per batch (per process under DDP).
+        num_workers: DataLoader worker processes; 0 loads in the main process, which is fastest for in-memory
+            tensors.
+        val_split: fraction (< 1) or number of training images held out for validation.
+        seed: seed of the train/validation split.
+    """
+
+    #: ``(C, H, W)`` of the images this module yields.
+    image_shape: tuple[int, int, int]
+    #: number of classes for labelled data, else ``None``.
+    num_classes: Optional[int] = None
+
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, val_split: float = 0.0, seed: int = 42) -> None:
+        super().__init__()
+        self.batch_size = check_int("batch_size", batch_size)
+        self.num_workers = check_int("num_workers", num_workers, minimum=0)
+        self.val_split = check_float("val_split", val_split, inclusive=True)
+        self.seed = seed
+        self.train_set: Optional[Dataset] = None
+        self.val_set: Optional[Dataset] = None
+
+    def _set_tensors(self, images: Tensor, labels: Tensor) -> None:
+        train_idx, val_idx = split_indices(len(images), self.val_split, self.seed)
+        self.train_set = TensorDataset(images[train_idx], labels[train_idx])
+        self.val_set = TensorDataset(images[val_idx], labels[val_idx]) if len(val_idx) else None
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            # Equal batches: BatchNorm statistics and DDP ranks stay comparable; GANs never need the remainder.
+            drop_last=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        if len(self.train_set) < self.batch_size:
+            raise ValueError(
+                f"batch_size={self.batch_size} is larger than the {len(self.train_set)} training images; "
+                "lower batch_size"
+            )
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.val_set is None else self._loader(self.val_set, train=False)

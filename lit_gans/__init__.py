@@ -1,0 +1,16 @@
+"""lit-gans: the classic GAN families as PyTorch Lightning modules.
+
+Example::
+
+    from lightning.pytorch import Trainer
+    from lit_gans import DCGAN
+    from lit_gans.datamodules import MNISTDataModule
+
+    Trainer(max_epochs=-1).fit(DCGAN(max_generator_steps=2000), MNISTDataModule("data"))
+"""
+
+from lit_gans.gan import GAN
+from lit_gans.models import DCGAN, VanillaGAN
+
+__version__ = "0.1.0"
+__all__ = ["GAN", "DCGAN", "VanillaGAN", "__version__"]

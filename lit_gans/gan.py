@@ -1,0 +1,351 @@
+"""The engine: one LightningModule with manual optimization that every GAN variant of the package reuses.
+
+The schedule
+------------
+One training batch is one discriminator (critic) update, so every D update sees a fresh real batch, as in the
+WGAN algorithm (Arjovsky et al. 2017, algorithm 1) and Mimicry's trainer. After every ``n_critic``-th D update
+the same batch also runs one generator update. An epoch therefore holds ``len(dataloader)`` D updates and
+``len(dataloader) / n_critic`` G updates.
+
+Lightning's ``trainer.global_step`` counts *every* optimizer step (D and G; Lightning-AI/pytorch-lightning#17958),
+so the engine keeps its own counter, ``generator_step`` (a checkpointed buffer), takes its budget in generator
+steps (``max_generator_steps``) and logs every metric against it (it logs the key ``step``, which Lightning uses
+as the loggers' x-axis).
+
+A variant is a choice of networks, :mod:`~lit_gans.objectives` objective, regularization (by overriding
+:meth:`GAN.discriminator_loss` / :meth:`GAN.after_discriminator_step`), optimizers and ``n_critic``; it never
+copies the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import Any, ClassVar, Optional
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from lit_gans.objectives import NonSaturatingLoss, Objective
+from lit_gans.validation import check_choice, check_float, check_int
+
+# The same types LightningCLI exposes as ``OptimizerCallable``/``LRSchedulerCallable``; spelled out here so the
+# engine does not need jsonargparse at import time.
+OptimizerCallable = Callable[[Iterable], Optimizer]
+LRSchedulerCallable = Callable[[Optimizer], Any]
+
+LATENT_DISTRIBUTIONS = ("normal", "uniform")
+
+
+class GAN(LightningModule):
+    """Base GAN: a generator, a discriminator (critic), an objective and two optimizers, trained k:1.
+
+    Args:
+        generator: maps ``(N, latent_dim)`` to images ``(N, C, H, W)`` in [-1, 1].
+        discriminator: maps images to one raw output per sample, shape ``(N,)`` (logits or critic scores).
+        objective: the adversarial losses (default :class:`~lit_gans.objectives.NonSaturatingLoss`).
+        latent_dim: size of the generator input.
+        latent_distribution: ``normal`` (N(0, 1)) or ``uniform`` (U[-1, 1]) noise.
+        n_critic: discriminator updates per generator update (k).
+        generator_optimizer: factory ``params -> Optimizer`` for G; ``None`` takes the variant's documented
+            default (:attr:`default_generator_optimizer`).
+        discriminator_optimizer: the same for D.
+        generator_lr_scheduler: optional factory ``optimizer -> LR scheduler``, stepped once per generator step.
+        discriminator_lr_scheduler: the same for D, also stepped once per generator step.
+        max_generator_steps: stop training after this many generator updates (``None``: no budget).
+        gradient_clip_val: clip each network's gradients before its optimizer step (``None``: off).
+        gradient_clip_algorithm: ``norm`` or ``value`` (the Keras reference clipped by value at 1.0).
+        image_shape: ``(C, H, W)`` the generator produces; checked against the datamodule's at setup.
+        num_sample_images: rows of the fixed visualization noise (the ``sample_noise`` buffer).
+        noise_seed: seed of the per-rank latent noise generator; ``None`` derives it from the global seed
+            (``seed_everything``). Rank ``r`` draws from ``noise_seed + r`` so DDP ranks never share noise.
+
+    Example::
+
+        >>> import torch
+        >>> from lit_gans import GAN
+        >>> from lit_gans.networks import MLPGenerator, MLPDiscriminator
+        >>> gan = GAN(MLPGenerator(8, (1, 4, 4), (16,)), MLPDiscriminator((1, 4, 4), (16,)), latent_dim=8)
+        >>> gan.sample(3).shape
+        torch.Size([3, 1, 4, 4])
+    """
+
+    #: ``(optimizer class, keyword arguments)`` used when no ``generator_optimizer`` is given.
+    default_generator_optimizer: ClassVar[tuple[type[Optimizer], dict[str, Any]]] = (
+        torch.optim.Adam,
+        {"lr": 2e-4, "betas": (0.5, 0.999)},
+    )
+    #: ``(optimizer class, keyword arguments)`` used when no ``discriminator_optimizer`` is given.
+    default_discriminator_optimizer: ClassVar[tuple[type[Optimizer], dict[str, Any]]] = (
+        torch.optim.Adam,
+        {"lr": 2e-4, "betas": (0.5, 0.999)},
+    )
+    #: Not hyperparameters: networks and factories (kept out of ``hparams`` so checkpoints stay loadable).
+    _hparams_ignore: ClassVar[list[str]] = [
+        "generator",
+        "discriminator",
+        "generator_optimizer",
+        "discriminator_optimizer",
+        "generator_lr_scheduler",
+        "discriminator_lr_scheduler",
+    ]
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        objective: Optional[Objective] = None,
+        latent_dim: int = 100,
+        latent_distribution: str = "normal",
+        n_critic: int = 1,
+        generator_optimizer: Optional[OptimizerCallable] = None,
+        discriminator_optimizer: Optional[OptimizerCallable] = None,
+        generator_lr_scheduler: Optional[LRSchedulerCallable] = None,
+        discriminator_lr_scheduler: Optional[LRSchedulerCallable] = None,
+        max_generator_steps: Optional[int] = None,
+        gradient_clip_val: Optional[float] = None,
+        gradient_clip_algorithm: str = "norm",
+        image_shape: Optional[Sequence[int]] = None,
+        num_sample_images: int = 64,
+        noise_seed: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.save_hyperparameters(ignore=self._hparams_ignore)
+        check_int("latent_dim", latent_dim)
+        check_int("n_critic", n_critic)
+        check_choice("latent_distribution", latent_distribution, LATENT_DISTRIBUTIONS)
+        check_choice("gradient_clip_algorithm", gradient_clip_algorithm, ("norm", "value"))
+        check_int("num_sample_images", num_sample_images)
+        if max_generator_steps is not None:
+            check_int("max_generator_steps", max_generator_steps)
+        if gradient_clip_val is not None:
+            check_float("gradient_clip_val", gradient_clip_val)
+        self.generator = generator
+        self.discriminator = discriminator
+        self.objective = objective if objective is not None else NonSaturatingLoss()
+        self.latent_dim = latent_dim
+        self.latent_distribution = latent_distribution
+        self.n_critic = n_critic
+        self.max_generator_steps = max_generator_steps
+        self.image_shape = tuple(image_shape) if image_shape is not None else None
+        self._optimizer_factories = (generator_optimizer, discriminator_optimizer)
+        self._scheduler_factories = (generator_lr_scheduler, discriminator_lr_scheduler)
+        self._noise_rng: Optional[torch.Generator] = None
+        self._restored_rng_state: Optional[Tensor] = None
+
+        # Counters live in buffers so they are checkpointed and un-shared under CPU ddp_spawn; Python mirrors
+        # drive control flow so the hot path never reads a device tensor back to the host.
+        self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("critic_steps_since_generator", torch.zeros((), dtype=torch.long))
+        self._generator_step = 0
+        self._critic_steps = 0
+        self.register_load_state_dict_post_hook(_sync_counters_from_buffers)
+        self.register_buffer(
+            "sample_noise", self.sample_latent(num_sample_images, generator=torch.Generator().manual_seed(0))
+        )
+
+    # ------------------------------------------------------------------ noise and sampling
+    @property
+    def generator_step(self) -> int:
+        """Number of generator updates done so far (restored from checkpoints)."""
+        return self._generator_step
+
+    def _noise_generator(self) -> torch.Generator:
+        if self._noise_rng is None or self._noise_rng.device != self.device:
+            seed = self.hparams.noise_seed
+            base = torch.initial_seed() if seed is None else int(seed)
+            rank = self.trainer.global_rank if self._trainer is not None else 0
+            self._noise_rng = torch.Generator(device=self.device).manual_seed((base + rank) % 2**63)
+            if self._restored_rng_state is not None and rank == 0:
+                try:  # continue the checkpointed stream exactly (fails only across device types: then reseed)
+                    self._noise_rng.set_state(self._restored_rng_state)
+                except RuntimeError:
+                    pass
+                self._restored_rng_state = None
+        return self._noise_rng
+
+    def sample_latent(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Draw ``n`` generator inputs of shape ``(n, latent_dim)`` from this rank's noise generator.
+
+        Variants with structured inputs (InfoGAN's codes) override this.
+        """
+        gen = generator if generator is not None else self._noise_generator()
+        shape = (n, self.latent_dim)
+        if self.latent_distribution == "normal":
+            return torch.randn(shape, generator=gen, device=gen.device).to(self.device)
+        return (torch.rand(shape, generator=gen, device=gen.device) * 2 - 1).to(self.device)
+
+    @torch.no_grad()
+    def sample(self, n: Optional[int] = None, z: Optional[Tensor] = None) -> Tensor:
+        """Generate images in [-1, 1] with the generator in eval mode (its mode is restored afterwards).
+
+        Args:
+            n: number of images from fresh noise; with neither ``n`` nor ``z``, the fixed ``sample_noise``.
+            z: explicit generator inputs ``(N, latent_dim)``.
+        """
+        if z is None:
+            z = self.sample_noise if n is None else self.sample_latent(n)
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(z.to(self.device)).float()
+        finally:
+            self.generator.train(was_training)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.generator(z)
+
+    # ------------------------------------------------------------------ losses (override points)
+    @staticmethod
+    def real_images(batch: Any) -> Tensor:
+        """The images of a batch that is a tensor or an ``(images, labels, ...)`` sequence."""
+        return batch[0] if isinstance(batch, (list, tuple)) else batch
+
+    def discriminate(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+        """Discriminator outputs on real and fake images (two forwards: BatchNorm sees pure batches, as in DCGAN)."""
+        return self.discriminator(real), self.discriminator(fake)
+
+    def discriminator_loss(self, real: Tensor, fake: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of one D update and what to log; ``fake = G(z)`` carries no graph to G."""
+        real_out, fake_out = self.discriminate(real, fake)
+        loss = self.objective.discriminator_loss(real_out, fake_out)
+        logs = {
+            "d_loss": loss,
+            "d_real": self.objective.interpret(real_out).mean(),
+            "d_fake": self.objective.interpret(fake_out).mean(),
+        }
+        return loss, logs
+
+    def generator_loss(self, fake: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of one G update and what to log; gradients reach G through D, whose weights stay frozen."""
+        loss = self.objective.generator_loss(self.discriminator(fake))
+        return loss, {"g_loss": loss}
+
+    def after_discriminator_step(self) -> None:
+        """Called after every D optimizer step (WGAN clips the critic's weights here)."""
+
+    def critic_steps_for(self, generator_step: int) -> int:
+        """D updates to run before generator update number ``generator_step`` (0-based); ``n_critic`` here."""
+        return self.n_critic
+
+    # ------------------------------------------------------------------ the loop
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        real = self.real_images(batch)
+        n = real.shape[0]
+        g_opt, d_opt = self.optimizers()
+
+        self.toggle_optimizer(d_opt)
+        try:
+            z = self.sample_latent(n)
+            with torch.no_grad():
+                fake = self.generator(z)
+            d_loss, logs = self.discriminator_loss(real, fake, z)
+            d_opt.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            d_opt.step()
+            self.after_discriminator_step()
+        finally:
+            self.untoggle_optimizer(d_opt)
+        self._critic_steps += 1
+        self.critic_steps_since_generator.add_(1)
+
+        if self._critic_steps >= self.critic_steps_for(self._generator_step):
+            self.toggle_optimizer(g_opt)
+            try:
+                z = self.sample_latent(n)
+                g_loss, g_logs = self.generator_loss(self.generator(z), z)
+                g_opt.zero_grad(set_to_none=True)
+                self.manual_backward(g_loss)
+                g_opt.step()
+            finally:
+                self.untoggle_optimizer(g_opt)
+            logs.update(g_logs)
+            self._critic_steps = 0
+            self.critic_steps_since_generator.zero_()
+            self._generator_step += 1
+            self.generator_steps.add_(1)
+            for scheduler in self._lr_scheduler_list():
+                scheduler.step()
+            if self.max_generator_steps is not None and self._generator_step >= self.max_generator_steps:
+                self.trainer.should_stop = True
+
+        self.log("step", float(self._generator_step), on_step=True, on_epoch=False, batch_size=n)
+        self.log_dict({f"train/{k}": v.detach() for k, v in logs.items()}, on_step=True, on_epoch=False, batch_size=n)
+
+    def _lr_scheduler_list(self) -> list:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return []
+        return list(schedulers) if isinstance(schedulers, (list, tuple)) else [schedulers]
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        # Here, not before opt.step(): under fp16 this hook runs after the GradScaler unscaled the gradients
+        # (Lightning-AI/pytorch-lightning#18089).
+        if self.hparams.gradient_clip_val is not None:
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=self.hparams.gradient_clip_val,
+                gradient_clip_algorithm=self.hparams.gradient_clip_algorithm,
+            )
+
+    def configure_optimizers(self) -> Any:
+        optimizers = []
+        for net, factory, (cls, kwargs) in zip(
+            (self.generator, self.discriminator),
+            self._optimizer_factories,
+            (self.default_generator_optimizer, self.default_discriminator_optimizer),
+        ):
+            optimizers.append((factory or partial(cls, **kwargs))(net.parameters()))
+        schedulers = [f(opt) for f, opt in zip(self._scheduler_factories, optimizers) if f is not None]
+        return (optimizers, schedulers) if schedulers else optimizers
+
+    # ------------------------------------------------------------------ setup checks
+    def setup(self, stage: str) -> None:
+        shape = getattr(self.trainer.datamodule, "image_shape", None) if self._trainer is not None else None
+        if shape is not None and self.image_shape is not None and tuple(shape) != tuple(self.image_shape):
+            raise ValueError(
+                f"The model's image_shape={tuple(self.image_shape)} does not match the datamodule's "
+                f"image_shape={tuple(shape)}; build the model with image_shape={tuple(shape)} (the CLI links it)."
+            )
+        _require_ddp_unused_parameters(self.trainer.strategy)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._noise_rng is not None:
+            checkpoint["lit_gans_noise_rng_state"] = self._noise_rng.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Only rank 0 writes checkpoints, so only rank 0 continues its exact noise stream; other ranks re-derive
+        # theirs from the seed, which keeps them distinct.
+        self._restored_rng_state = checkpoint.get("lit_gans_noise_rng_state")
+        self._noise_rng = None
+
+
+def _sync_counters_from_buffers(module: GAN, incompatible_keys: Any) -> None:
+    module._generator_step = int(module.generator_steps)
+    module._critic_steps = int(module.critic_steps_since_generator)
+
+
+def _require_ddp_unused_parameters(strategy: Any) -> None:
+    """G and D live in one DDP module, and each backward uses only one of them, so DDP must look for unused
+    parameters (Lightning-AI/pytorch-lightning#20328). Turn it on rather than fail mid-run; refuse static graphs."""
+    if not isinstance(strategy, DDPStrategy):
+        return
+    kwargs = getattr(strategy, "_ddp_kwargs", None)
+    if kwargs is None:
+        return
+    if kwargs.get("static_graph"):
+        raise ValueError(
+            "DDP with static_graph=True cannot train a GAN: the D and G backwards use different parameters. "
+            "Use strategy='ddp_find_unused_parameters_true'."
+        )
+    if not kwargs.get("find_unused_parameters"):
+        kwargs["find_unused_parameters"] = True
+        rank_zero_info(
+            "lit_gans: enabled DDP find_unused_parameters=True (needed when G and D share one module); "
+            "pass strategy='ddp_find_unused_parameters_true' to make this explicit."
+        )

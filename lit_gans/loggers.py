@@ -1,0 +1,62 @@
+"""A Weights & Biases logger that works on a fresh machine: offline unless an API key is configured."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+
+def wandb_api_key_configured() -> bool:
+    """Whether W&B could authenticate without asking: ``WANDB_API_KEY`` or a ``.netrc`` entry (``wandb login``)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).netloc
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return netrc.netrc(str(path)).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+class WandbLogger(_LightningWandbLogger):
+    """Lightning's ``WandbLogger`` that never prompts for a login.
+
+    With ``offline=None`` (the default) the run is online when an API key is configured (``wandb login`` or
+    ``WANDB_API_KEY``) and offline otherwise; an explicit ``WANDB_MODE`` in the environment always wins. Offline
+    runs are written under ``save_dir/wandb/offline-run-*``; upload them later with ``wandb sync <that folder>``.
+    Offline mode is passed to ``wandb.init(mode="offline")`` rather than through Lightning's ``offline=True``,
+    which sets a process-global environment variable.
+
+    Args:
+        name: display name of the run.
+        save_dir: where W&B files and checkpoints (``save_dir/<project>/<run id>/checkpoints``) go.
+        project: W&B project.
+        offline: ``True``/``False`` to force a mode, ``None`` to decide as above.
+        log_model: upload checkpoints as artifacts (online runs).
+        **kwargs: passed to Lightning's ``WandbLogger`` and on to ``wandb.init``.
+    """
+
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        save_dir: str = "lightning_logs",
+        project: str = "lit-gans",
+        offline: Optional[bool] = None,
+        log_model: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if offline is None and "WANDB_MODE" not in os.environ and kwargs.get("mode") is None:
+            offline = not wandb_api_key_configured()
+            if offline:
+                rank_zero_info("lit_gans: no W&B API key configured, logging offline (upload later: wandb sync)")
+        if offline:
+            kwargs["mode"] = "offline"
+            log_model = False  # nothing can be uploaded offline; Lightning would raise
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        super().__init__(name=name, save_dir=save_dir, project=project, log_model=log_model, **kwargs)

@@ -1,0 +1,72 @@
+"""DCGAN (Radford et al. 2016) at any supported resolution, and the references' variants of it as options."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from lit_gans.gan import GAN
+from lit_gans.networks import DCGANDiscriminator, DCGANGenerator
+
+
+class DCGAN(GAN):
+    """Deep convolutional GAN: strided (transposed) convolutions, no pooling, BatchNorm except at G's output and
+    D's input, ReLU in G, LeakyReLU(0.2) in D, tanh output; Adam lr 2e-4, beta1 0.5; non-saturating BCE loss.
+
+    The resolution comes from ``image_shape`` (28, 32, 64, 128, ...; see
+    :func:`~lit_gans.networks.resolution_stages`), channels 1 or 3. The references' variants are options:
+
+    * the reference Keras MNIST DCGAN: ``upsample="nearest"``, ``generator_dropout=0.4``,
+      ``discriminator_dropout=0.4``, ``latent_distribution="uniform"``, RMSprop (D 8e-4, G 4e-4) and
+      ``gradient_clip_val=1.0, gradient_clip_algorithm="value"`` (``configs/dcgan_keras_mnist.yaml``);
+    * the reference cat-face TTUR: ``discriminator_optimizer`` Adam lr 5e-5, ``generator_optimizer`` lr 2e-4.
+
+    All engine arguments of :class:`~lit_gans.GAN` are accepted as keywords.
+
+    Args:
+        image_shape: ``(C, S, S)`` of the data (linked from the datamodule by the CLI).
+        latent_dim: size of z.
+        generator_width: channels of G's last hidden stage (``ngf``).
+        discriminator_width: channels of D's first stage (``ndf``).
+        generator_norm: ``batch`` (paper), ``layer``, ``instance`` or ``none``.
+        discriminator_norm: the same for D.
+        generator_activation: ``relu`` (paper) or ``selu``.
+        discriminator_activation: ``leaky_relu`` (paper) or ``selu``.
+        upsample: ``transposed`` (paper), ``nearest`` or ``bilinear``.
+        generator_dropout: dropout after G's projection.
+        discriminator_dropout: dropout after every D stage.
+
+    Example::
+
+        >>> from lit_gans import DCGAN
+        >>> DCGAN(image_shape=(3, 64, 64), generator_width=8, discriminator_width=8).sample(2).shape
+        torch.Size([2, 3, 64, 64])
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int] = (1, 28, 28),
+        latent_dim: int = 100,
+        generator_width: int = 64,
+        discriminator_width: int = 64,
+        generator_norm: str = "batch",
+        discriminator_norm: str = "batch",
+        generator_activation: str = "relu",
+        discriminator_activation: str = "leaky_relu",
+        upsample: str = "transposed",
+        generator_dropout: float = 0.0,
+        discriminator_dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            generator=DCGANGenerator(
+                latent_dim, image_shape, generator_width, generator_norm, generator_activation, upsample,
+                generator_dropout,
+            ),
+            discriminator=DCGANDiscriminator(
+                image_shape, discriminator_width, discriminator_norm, discriminator_activation, discriminator_dropout
+            ),
+            latent_dim=latent_dim,
+            image_shape=image_shape,
+            **kwargs,
+        )

@@ -1,0 +1,6 @@
+"""Plain ``nn.Module`` generators and discriminators, parameterized by resolution, channels, width and norm."""
+
+from lit_gans.networks.dcgan import DCGANDiscriminator, DCGANGenerator, resolution_stages
+from lit_gans.networks.mlp import MLPDiscriminator, MLPGenerator
+
+__all__ = ["DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator", "resolution_stages"]

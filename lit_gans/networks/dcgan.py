@@ -1,0 +1,168 @@
+"""The DCGAN network family (Radford et al. 2016), one file for every resolution.
+
+The resolution is a parameter: an image of side ``S = base * 2**n`` (``base`` 4 or 7) is built by ``n``
+up-sampling stages from a ``base x base`` map, channels halving at each stage from ``width * 2**(n-1)``.
+So 28x28 MNIST is ``100 -> 128x7x7 -> 64x14x14 -> 1x28x28`` (width 64), 64x64 the paper's
+``512x4x4 -> ... -> 3x64x64`` and 128x128 adds one stage (``1024x4x4``), as in the reference cat models.
+
+Options reach the references' variants without new classes:
+
+* ``activation="selu", norm="none"``: the reference 128x128 DCGAN-SELU (BatchNorm + ReLU replaced by SELU,
+  LeCun-normal initialization).
+* ``upsample="nearest"``, ``dropout``: the reference Keras MNIST DCGAN (upsampling + convolution).
+* discriminator ``norm="layer"`` or ``"none"``: WGAN-GP critics, whose per-sample penalty BatchNorm would break.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from lit_gans.networks.layers import activation as make_activation
+from lit_gans.networks.layers import init_weights_, norm_2d
+from lit_gans.validation import check_choice
+
+UPSAMPLE_MODES = ("transposed", "nearest", "bilinear")
+
+
+def resolution_stages(image_size: int) -> tuple[int, int]:
+    """``(base, n)`` with ``image_size == base * 2**n``, ``base`` in (4, 7) and ``n >= 1``.
+
+    Raises:
+        ValueError: naming the size and the supported ones.
+    """
+    for base in (4, 7):
+        n = image_size // base
+        if image_size % base == 0 and n >= 2 and n & (n - 1) == 0:
+            return base, int(math.log2(n))
+    raise ValueError(
+        f"image_size={image_size} is not supported by the DCGAN family: it needs 4 * 2**n or 7 * 2**n with n >= 1 "
+        "(e.g. 28, 32, 64, 128, 256)"
+    )
+
+
+def _square_shape(image_shape: Sequence[int]) -> tuple[int, int]:
+    if len(image_shape) != 3 or image_shape[1] != image_shape[2]:
+        raise ValueError(f"image_shape={tuple(image_shape)} must be (channels, size, size) with square images")
+    return int(image_shape[0]), int(image_shape[1])
+
+
+class DCGANGenerator(nn.Module):
+    """DCGAN generator: project z to ``base x base``, then ``n`` stride-2 up-sampling stages; tanh output.
+
+    Args:
+        latent_dim: size of the generator input.
+        image_shape: ``(C, S, S)`` of the output.
+        width: channels of the last hidden stage (``ngf``); earlier stages double it.
+        norm: normalization after every hidden layer (``batch`` in the paper, ``none`` for SELU).
+        activation: ``relu`` (paper) or ``selu`` (reference 128x128 cat model) or ``leaky_relu``.
+        upsample: ``transposed`` (4x4 stride-2 transposed convolutions, paper) or ``nearest``/``bilinear``
+            (up-sampling followed by a 5x5 convolution, as the reference Keras MNIST model).
+        dropout: dropout after the projection (the Keras reference used 0.4).
+
+    Example::
+
+        >>> g = DCGANGenerator(100, (3, 64, 64))
+        >>> g(torch.randn(2, 100)).shape
+        torch.Size([2, 3, 64, 64])
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 100,
+        image_shape: Sequence[int] = (1, 28, 28),
+        width: int = 64,
+        norm: str = "batch",
+        activation: str = "relu",
+        upsample: str = "transposed",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        channels, size = _square_shape(image_shape)
+        base, n = resolution_stages(size)
+        check_choice("upsample", upsample, UPSAMPLE_MODES)
+        check_choice("activation", activation, ("relu", "leaky_relu", "selu"))
+        self.latent_dim, self.image_shape = latent_dim, (channels, size, size)
+        widths = [width * 2 ** (n - 1 - i) for i in range(n)]
+        bias = norm == "none"  # a bias before a normalization layer is redundant
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(latent_dim, widths[0], base, 1, 0, bias=bias),
+            norm_2d(norm, widths[0]),
+            make_activation(activation),
+        ]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [self._up(c_in, c_out, upsample, bias), norm_2d(norm, c_out), make_activation(activation)]
+        layers += [self._up(widths[-1], channels, upsample, True), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        init_weights_(self, activation)
+
+    @staticmethod
+    def _up(c_in: int, c_out: int, mode: str, bias: bool) -> nn.Module:
+        if mode == "transposed":
+            return nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode=mode), nn.Conv2d(c_in, c_out, 5, 1, 2, bias=bias))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z.reshape(z.shape[0], -1, 1, 1))
+
+
+class DCGANDiscriminator(nn.Module):
+    """DCGAN discriminator: ``n`` stride-2 4x4 convolutions down to ``base x base``, then one ``base x base``
+    convolution to a single logit (no sigmoid: objectives work on logits). Returns shape ``(N,)``.
+
+    ``trunk`` holds the convolutional stages (output ``(N, feature_dim, base, base)``) and ``head`` the final
+    convolution, so that heads such as InfoGAN's Q can share the trunk.
+
+    Args:
+        image_shape: ``(C, S, S)`` of the input.
+        width: channels of the first stage (``ndf``); later stages double it.
+        norm: normalization after every stage but the first (``batch`` in the paper; ``layer`` or ``none``
+            for WGAN-GP critics; ``none`` for SELU).
+        activation: ``leaky_relu`` (slope 0.2, paper) or ``selu``.
+        dropout: dropout after every stage (the Keras reference used 0.4).
+
+    Example::
+
+        >>> d = DCGANDiscriminator((1, 28, 28))
+        >>> d(torch.randn(2, 1, 28, 28)).shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int] = (1, 28, 28),
+        width: int = 64,
+        norm: str = "batch",
+        activation: str = "leaky_relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        channels, size = _square_shape(image_shape)
+        base, n = resolution_stages(size)
+        check_choice("activation", activation, ("relu", "leaky_relu", "selu"))
+        widths = [width * 2**i for i in range(n)]
+        layers: list[nn.Module] = []
+        c_in = channels
+        for i, c_out in enumerate(widths):
+            layers.append(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=i == 0 or norm == "none"))
+            if i > 0:  # paper: no normalization on the discriminator's input layer
+                layers.append(norm_2d(norm, c_out))
+            layers.append(make_activation(activation))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            c_in = c_out
+        self.trunk = nn.Sequential(*layers)
+        self.head = nn.Conv2d(widths[-1], 1, base, 1, 0)
+        self.feature_dim, self.feature_size = widths[-1], base
+        init_weights_(self, activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.trunk(x)).flatten()
+
+
+__all__ = ["DCGANGenerator", "DCGANDiscriminator", "resolution_stages", "UPSAMPLE_MODES"]

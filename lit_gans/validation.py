@@ -1,0 +1,27 @@
+"""Argument checks that fail at construction with the parameter's name, its value and what is allowed."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> Any:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} is out of range: it must be an integer >= {minimum}")
+    return value
+
+
+def check_float(name: str, value: Any, minimum: float = 0.0, inclusive: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= minimum if inclusive else value > minimum)
+    if not ok:
+        bound = f">= {minimum}" if inclusive else f"> {minimum}"
+        raise ValueError(f"{name}={value!r} is out of range: it must be a finite number {bound}")
+    return float(value)

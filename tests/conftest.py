@@ -1,0 +1,63 @@
+"""Shared fixtures: the real MNIST files from ../shared/data/mnist laid out as torchvision expects them."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MNIST = Path(os.environ.get("LIT_GANS_SHARED_DATA", REPO.parent / "shared" / "data")) / "mnist"
+
+
+def _lay_out_raw(root: Path, folder: str) -> Path:
+    """torchvision's raw layout under ``root/folder/raw``; the real 10k test split also serves as "train"."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for kind in ("images-idx3", "labels-idx1"):
+        src = SHARED_MNIST / f"t10k-{kind}-ubyte.gz"
+        if not src.exists():
+            raise FileNotFoundError(f"the test suite needs the real MNIST file {src} (see shared/data/README.md)")
+        with gzip.open(src, "rb") as f:
+            data = f.read()
+        for split in ("train", "t10k"):
+            (raw / f"{split}-{kind}-ubyte").write_bytes(data)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``data_dir`` holding real MNIST (and the same IDX files as Fashion-MNIST) in torchvision's layout."""
+    root = tmp_path_factory.mktemp("mnist")
+    _lay_out_raw(root, "MNIST")
+    _lay_out_raw(root, "FashionMNIST")
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist_gz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Only ``.gz`` archives, as a user who copied the downloads would have them (the real test split also
+    stands in for the training split's archives, which are not available offline)."""
+    root = tmp_path_factory.mktemp("mnist_gz")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for kind in ("images-idx3", "labels-idx1"):
+        shutil.copy(SHARED_MNIST / f"t10k-{kind}-ubyte.gz", raw / f"t10k-{kind}-ubyte.gz")
+        shutil.copy(SHARED_MNIST / f"t10k-{kind}-ubyte.gz", raw / f"train-{kind}-ubyte.gz")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """No W&B account, no network, no leaked process-global torch settings between tests."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    threads = torch.get_num_threads()
+    yield
+    torch.use_deterministic_algorithms(False)
+    torch.set_num_threads(threads)

@@ -1,0 +1,94 @@
+"""MNISTDataModule on the real MNIST files in torchvision's raw layout."""
+
+import gzip
+import hashlib
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED_MNIST
+
+from lit_gans.datamodules import MNISTDataModule
+
+
+def raw_digits() -> np.ndarray:
+    with gzip.open(SHARED_MNIST / "t10k-images-idx3-ubyte.gz") as f:
+        return np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+
+
+def test_tensors_in_minus_one_one_in_memory_with_labels(mnist_dir):
+    dm = MNISTDataModule(mnist_dir, download=False, batch_size=32)
+    assert dm.image_shape == (1, 28, 28) and dm.num_classes == 10
+    dm.prepare_data()
+    dm.setup("fit")
+    images, labels = dm.train_set.tensors  # held as one tensor, not decoded per item
+    assert images.shape == (10_000, 1, 28, 28) and images.dtype == torch.float32
+    assert images.min() == -1 and images.max() == 1
+    # exactly the raw bytes, mapped x / 127.5 - 1
+    assert torch.allclose(images[:, 0], torch.from_numpy(raw_digits()).float() / 127.5 - 1)
+    assert set(labels.unique().tolist()) == set(range(10))
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (32, 1, 28, 28) and y.shape == (32,)
+
+
+def test_resize_and_deterministic_validation_split(mnist_dir):
+    dm = MNISTDataModule(mnist_dir, download=False, image_size=32, val_split=0.1, seed=7)
+    assert dm.image_shape == (1, 32, 32)
+    dm.setup()
+    assert len(dm.train_set) == 9000 and len(dm.val_set) == 1000
+    assert dm.train_set.tensors[0].shape[1:] == (1, 32, 32)
+    assert dm.train_set.tensors[0].abs().max() <= 1
+    again = MNISTDataModule(mnist_dir, download=False, image_size=32, val_split=0.1, seed=7)
+    again.setup()
+    assert torch.equal(dm.val_set.tensors[1], again.val_set.tensors[1])
+    assert len(next(iter(dm.val_dataloader()))[0]) == 64
+
+
+def test_fashion_mnist_by_parameter(mnist_dir):
+    dm = MNISTDataModule(mnist_dir, dataset="fashion_mnist", download=False)
+    dm.setup()
+    assert len(dm.train_set) == 10_000
+
+
+def test_gz_archives_are_extracted_without_network(mnist_gz, monkeypatch):
+    from torchvision.datasets import MNIST
+
+    # torchvision skips the download of an archive whose md5 matches its list; the test split's archives are the
+    # official ones, the stand-in "train" archives get their own md5 listed
+    digest = {n: hashlib.md5((mnist_gz / "MNIST" / "raw" / n).read_bytes()).hexdigest() for n, _ in MNIST.resources}
+    assert digest["t10k-images-idx3-ubyte.gz"] == "9fb629c4189551a2d022fa330f9573f3"
+    monkeypatch.setattr(MNIST, "resources", [(n, digest[n]) for n, _ in MNIST.resources])
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # any download attempt would fail
+    dm = MNISTDataModule(mnist_gz, download=True)
+    dm.prepare_data()
+    dm.setup()
+    assert len(dm.train_set) == 10_000
+
+
+def test_missing_files_fail_at_once_naming_them(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError) as err:
+        MNISTDataModule(tmp_path / "nowhere", download=False).prepare_data()
+    message = str(err.value)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        assert str(tmp_path / "nowhere" / "MNIST" / "raw" / name) in message
+    # with download=True and no network (an unreachable mirror), the same message, quickly
+    from torchvision.datasets import MNIST
+
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    start = time.monotonic()
+    with pytest.raises(FileNotFoundError, match="download failed"):
+        MNISTDataModule(tmp_path / "offline", download=True).prepare_data()
+    assert time.monotonic() - start < 30
+
+
+@pytest.mark.parametrize("kwargs,match", [({"dataset": "emnist"}, "dataset='emnist'"), ({"batch_size": 0}, "batch_size=0"), ({"image_size": -4}, "image_size=-4")])
+def test_bad_arguments_name_the_parameter(mnist_dir, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MNISTDataModule(mnist_dir, **kwargs)
+
+
+def test_batch_larger_than_dataset_is_an_error(mnist_dir):
+    dm = MNISTDataModule(mnist_dir, download=False, batch_size=20_000)
+    with pytest.raises(ValueError, match="batch_size=20000"):
+        dm.train_dataloader()

@@ -1,0 +1,97 @@
+"""The lit-gans command: every config parses and runs, links the data shape, logs to W&B offline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_gans.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+MNIST_CONFIGS = [c for c in CONFIGS if "mnist" in c.name]
+
+
+def data_args(mnist_dir: Path) -> list[str]:
+    return [f"--data.init_args.data_dir={mnist_dir}", "--data.init_args.download=false"]
+
+
+@pytest.mark.parametrize("config", MNIST_CONFIGS, ids=lambda p: p.stem)
+def test_every_mnist_config_runs_with_fast_dev_run(config, mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = main(["fit", "--config", str(config), *data_args(mnist_dir), "--trainer.fast_dev_run=true"])
+    assert cli.trainer.state.finished
+    assert cli.model.critic_steps_since_generator.item() + cli.model.generator_step >= 1
+
+
+def test_cli_trains_links_shape_and_logs_offline_to_wandb(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "dcgan_mnist.yaml"),
+            *data_args(mnist_dir),
+            "--data.init_args.image_size=32",
+            "--data.init_args.batch_size=16",
+            "--model.init_args.generator_width=8",
+            "--model.init_args.discriminator_width=8",
+            "--model.init_args.max_generator_steps=6",
+            "--trainer.log_every_n_steps=2",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    assert cli.model.image_shape == (1, 32, 32)  # linked from the datamodule
+    assert cli.model.generator_step == 6
+    # W&B ran offline (no account, no prompt) and the checkpoint sits under save_dir/<project>/<run id>
+    runs = list((tmp_path / "lightning_logs" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    ckpts = list((tmp_path / "lightning_logs" / "lit-gans").glob("*/checkpoints/last.ckpt"))
+    assert len(ckpts) == 1
+    state = torch.load(ckpts[0], weights_only=False)
+    assert int(state["state_dict"]["generator_steps"]) == 6 and len(state["optimizer_states"]) == 2
+    assert (tmp_path / "lightning_logs" / "config.yaml").exists()
+
+
+def test_optimizers_are_set_per_network_from_the_command_line(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "gan_mnist.yaml"),
+            *data_args(mnist_dir),
+            "--model.init_args.discriminator_optimizer=RMSprop",
+            "--model.init_args.discriminator_optimizer.lr=5e-5",
+            "--trainer.logger=false",
+            "--trainer.fast_dev_run=true",
+        ]
+    )
+    g_opt, d_opt = (o.optimizer for o in cli.model.optimizers())
+    assert isinstance(d_opt, torch.optim.RMSprop) and d_opt.defaults["lr"] == 5e-5
+    assert isinstance(g_opt, torch.optim.Adam) and g_opt.defaults["lr"] == 1e-3
+
+
+def test_python_m_and_console_script_print_config():
+    out = subprocess.run(
+        [sys.executable, "-m", "lit_gans", "fit", "--config", str(REPO / "configs" / "dcgan_mnist.yaml"), "--print_config"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "class_path: lit_gans.DCGAN" in out and "generator_optimizer:" in out and "discriminator_optimizer:" in out
+    script = Path(sys.executable).with_name("lit-gans")
+    assert script.exists(), "the console script lit-gans is not installed"
+    help_text = subprocess.run([str(script), "fit", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--model" in help_text and "--data" in help_text
+
+
+def test_unknown_model_class_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["fit", "--model", "torch.nn.Linear", "--data", "lit_gans.datamodules.MNISTDataModule"])
