@@ -10,7 +10,7 @@ Example::
 """
 
 from lit_gans.gan import GAN
-from lit_gans.models import DCGAN, VanillaGAN
+from lit_gans.models import DCGAN, DCGANSELU, LSGAN, WGAN, WGANGP, InfoGAN, VanillaGAN
 
 __version__ = "0.1.0"
-__all__ = ["GAN", "DCGAN", "VanillaGAN", "__version__"]
+__all__ = ["GAN", "DCGAN", "DCGANSELU", "InfoGAN", "LSGAN", "VanillaGAN", "WGAN", "WGANGP", "__version__"]

@@ -47,7 +47,8 @@ class GAN(LightningModule):
     Args:
         generator: maps ``(N, latent_dim)`` to images ``(N, C, H, W)`` in [-1, 1].
         discriminator: maps images to one raw output per sample, shape ``(N,)`` (logits or critic scores).
-        objective: the adversarial losses (default :class:`~lit_gans.objectives.NonSaturatingLoss`).
+        objective: the adversarial losses; ``None`` takes the variant's :attr:`default_objective`
+            (:class:`~lit_gans.objectives.NonSaturatingLoss` here).
         latent_dim: size of the generator input.
         latent_distribution: ``normal`` (N(0, 1)) or ``uniform`` (U[-1, 1]) noise.
         n_critic: discriminator updates per generator update (k).
@@ -84,6 +85,8 @@ class GAN(LightningModule):
         torch.optim.Adam,
         {"lr": 2e-4, "betas": (0.5, 0.999)},
     )
+    #: the objective used when ``objective`` is ``None``.
+    default_objective: ClassVar[type[Objective]] = NonSaturatingLoss
     #: Not hyperparameters: networks and factories (kept out of ``hparams`` so checkpoints stay loadable).
     _hparams_ignore: ClassVar[list[str]] = [
         "generator",
@@ -127,7 +130,7 @@ class GAN(LightningModule):
             check_float("gradient_clip_val", gradient_clip_val)
         self.generator = generator
         self.discriminator = discriminator
-        self.objective = objective if objective is not None else NonSaturatingLoss()
+        self.objective = objective if objective is not None else self.default_objective()
         self.latent_dim = latent_dim
         self.latent_distribution = latent_distribution
         self.n_critic = n_critic
@@ -175,10 +178,14 @@ class GAN(LightningModule):
         Variants with structured inputs (InfoGAN's codes) override this.
         """
         gen = generator if generator is not None else self._noise_generator()
-        shape = (n, self.latent_dim)
+        return self.draw_noise(n, self.latent_dim, gen)
+
+    def draw_noise(self, n: int, dim: int, generator: torch.Generator) -> Tensor:
+        """``(n, dim)`` noise of ``latent_distribution`` from ``generator``, on the model's device."""
+        shape, device = (n, dim), generator.device
         if self.latent_distribution == "normal":
-            return torch.randn(shape, generator=gen, device=gen.device).to(self.device)
-        return (torch.rand(shape, generator=gen, device=gen.device) * 2 - 1).to(self.device)
+            return torch.randn(shape, generator=generator, device=device).to(self.device)
+        return (torch.rand(shape, generator=generator, device=device) * 2 - 1).to(self.device)
 
     @torch.no_grad()
     def sample(self, n: Optional[int] = None, z: Optional[Tensor] = None) -> Tensor:
@@ -213,6 +220,10 @@ class GAN(LightningModule):
     def discriminator_loss(self, real: Tensor, fake: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The loss of one D update and what to log; ``fake = G(z)`` carries no graph to G."""
         real_out, fake_out = self.discriminate(real, fake)
+        return self.adversarial_discriminator_loss(real_out, fake_out)
+
+    def adversarial_discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The objective's D loss on D's outputs, with the standard logs (loss, mean D output on real and fake)."""
         loss = self.objective.discriminator_loss(real_out, fake_out)
         logs = {
             "d_loss": loss,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,11 +54,20 @@ def mnist_gz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """No W&B account, no network, no leaked process-global torch settings between tests."""
+    """No W&B account, no leaked environment or process-global torch settings between tests."""
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    threads = torch.get_num_threads()
+    threads, environ = torch.get_num_threads(), dict(os.environ)
     yield
     torch.use_deterministic_algorithms(False)
     torch.set_num_threads(threads)
+    # in-process DDP runs (the CLI configs use a DDP strategy) leave MASTER_PORT etc. and a process group behind,
+    # which a later ddp_spawn run would try to reuse
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    os.environ.clear()
+    os.environ.update(environ)
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:  # a CLI run's W&B run would be reused by the next logger
+        wandb.finish()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
+from lightning.pytorch import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_gans.datamodules import ImageDataModule
@@ -41,4 +44,34 @@ def tiny_trainer_kwargs(**overrides):
     return kwargs
 
 
-__all__ = ["RandomImages", "TensorDataset", "tiny_trainer_kwargs"]
+class RankSyncCheck(Callback):
+    """Checked inside every DDP worker at the end of training (a failed check raises there, and the spawn launcher
+    re-raises it in the parent): G's and D's parameters are identical on all ranks, training changed them, the
+    generator-step budget was reached, and each rank draws its own latent noise. Each rank then writes a marker
+    file so the test can tell the checks ran."""
+
+    def __init__(self, marker_dir: str) -> None:
+        self.marker_dir = marker_dir
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.initial = {n: _flat(getattr(pl_module, n)) for n in ("generator", "discriminator")}
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        for name in ("generator", "discriminator"):
+            flat = _flat(getattr(pl_module, name))
+            gathered = pl_module.all_gather(flat)
+            assert gathered.shape[0] == trainer.world_size == 2
+            assert torch.equal(gathered[0], gathered[1]), f"{name} weights differ across ranks"
+            assert not torch.equal(flat, self.initial[name]), f"{name} did not train"
+        assert pl_module.generator_step == pl_module.max_generator_steps
+        z = pl_module.all_gather(pl_module.sample_latent(4))
+        assert not torch.equal(z[0], z[1]), "ranks drew the same latent noise"
+        with open(os.path.join(self.marker_dir, f"rank{trainer.global_rank}.ok"), "w") as f:
+            f.write(str(pl_module.generator_step))
+
+
+def _flat(module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in module.parameters()]).clone()
+
+
+__all__ = ["RandomImages", "RankSyncCheck", "TensorDataset", "tiny_trainer_kwargs"]

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+from torch import nn
+
 from lit_gans.gan import GAN
 from lit_gans.networks import DCGANDiscriminator, DCGANGenerator
 
@@ -35,6 +38,8 @@ class DCGAN(GAN):
         upsample: ``transposed`` (paper), ``nearest`` or ``bilinear``.
         generator_dropout: dropout after G's projection.
         discriminator_dropout: dropout after every D stage.
+        generator_extra_layers: 3x3 stride-1 convolution layers added to G before its output layer.
+        discriminator_extra_layers: the same for D at its last resolution (the Keras reference: 2).
 
     Example::
 
@@ -56,17 +61,54 @@ class DCGAN(GAN):
         upsample: str = "transposed",
         generator_dropout: float = 0.0,
         discriminator_dropout: float = 0.0,
+        generator_extra_layers: int = 0,
+        discriminator_extra_layers: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(
             generator=DCGANGenerator(
                 latent_dim, image_shape, generator_width, generator_norm, generator_activation, upsample,
-                generator_dropout,
+                generator_dropout, generator_extra_layers,
             ),
-            discriminator=DCGANDiscriminator(
-                image_shape, discriminator_width, discriminator_norm, discriminator_activation, discriminator_dropout
+            discriminator=self.build_discriminator(
+                image_shape, discriminator_width, discriminator_norm, discriminator_activation, discriminator_dropout,
+                discriminator_extra_layers,
             ),
             latent_dim=latent_dim,
             image_shape=image_shape,
+            **kwargs,
+        )
+
+    def build_discriminator(self, *args: Any) -> nn.Module:
+        """The discriminator network from the D arguments (InfoGAN adds its Q head here)."""
+        return DCGANDiscriminator(*args)
+
+
+class DCGANSELU(DCGAN):
+    """The references' 128x128 cat DCGAN with SELU (Klambauer et al. 2017) in place of BatchNorm + ReLU/LeakyReLU
+    in both networks, LeCun-normal initialization, and the reference's TTUR: Adam D lr 5e-5, G lr 2e-4 (beta1 0.5).
+
+    A preset of :class:`DCGAN` (``*_norm="none"``, ``*_activation="selu"``); the resolution is still a parameter.
+
+    Example::
+
+        >>> from lit_gans import DCGANSELU
+        >>> m = DCGANSELU(generator_width=4, discriminator_width=4)
+        >>> m.sample(1).shape, [o.defaults["lr"] for o in m.configure_optimizers()]
+        (torch.Size([1, 3, 128, 128]), [0.0002, 5e-05])
+    """
+
+    default_discriminator_optimizer = (torch.optim.Adam, {"lr": 5e-5, "betas": (0.5, 0.999)})
+
+    def __init__(self, image_shape: Sequence[int] = (3, 128, 128), **kwargs: Any) -> None:
+        for key in ("generator_norm", "discriminator_norm", "generator_activation", "discriminator_activation"):
+            if key in kwargs:
+                raise ValueError(f"{key} is fixed by DCGANSELU (SELU, no normalization); use DCGAN to change it")
+        super().__init__(
+            image_shape=image_shape,
+            generator_norm="none",
+            discriminator_norm="none",
+            generator_activation="selu",
+            discriminator_activation="selu",
             **kwargs,
         )

@@ -50,6 +50,14 @@ def _square_shape(image_shape: Sequence[int]) -> tuple[int, int]:
     return int(image_shape[0]), int(image_shape[1])
 
 
+def _extra_layer(channels: int, norm: str, activation: str, dropout: float) -> list[nn.Module]:
+    layers = [nn.Conv2d(channels, channels, 3, 1, 1, bias=norm == "none"), norm_2d(norm, channels)]
+    layers.append(make_activation(activation))
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return layers
+
+
 class DCGANGenerator(nn.Module):
     """DCGAN generator: project z to ``base x base``, then ``n`` stride-2 up-sampling stages; tanh output.
 
@@ -62,6 +70,8 @@ class DCGANGenerator(nn.Module):
         upsample: ``transposed`` (4x4 stride-2 transposed convolutions, paper) or ``nearest``/``bilinear``
             (up-sampling followed by a 5x5 convolution, as the reference Keras MNIST model).
         dropout: dropout after the projection (the Keras reference used 0.4).
+        extra_layers: 3x3 stride-1 convolutions added before the output layer (``n_extra_layers`` of the WGAN
+            authors' DCGAN code).
 
     Example::
 
@@ -79,6 +89,7 @@ class DCGANGenerator(nn.Module):
         activation: str = "relu",
         upsample: str = "transposed",
         dropout: float = 0.0,
+        extra_layers: int = 0,
     ) -> None:
         super().__init__()
         channels, size = _square_shape(image_shape)
@@ -97,6 +108,8 @@ class DCGANGenerator(nn.Module):
             layers.append(nn.Dropout(dropout))
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             layers += [self._up(c_in, c_out, upsample, bias), norm_2d(norm, c_out), make_activation(activation)]
+        for _ in range(extra_layers):
+            layers += _extra_layer(widths[-1], norm, activation, 0.0)
         layers += [self._up(widths[-1], channels, upsample, True), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         init_weights_(self, activation)
@@ -125,6 +138,8 @@ class DCGANDiscriminator(nn.Module):
             for WGAN-GP critics; ``none`` for SELU).
         activation: ``leaky_relu`` (slope 0.2, paper) or ``selu``.
         dropout: dropout after every stage (the Keras reference used 0.4).
+        extra_layers: 3x3 stride-1 convolutions at the last resolution (the Keras reference's 4-layer
+            discriminator is 2 strided stages + 2 of these at 28x28).
 
     Example::
 
@@ -140,11 +155,13 @@ class DCGANDiscriminator(nn.Module):
         norm: str = "batch",
         activation: str = "leaky_relu",
         dropout: float = 0.0,
+        extra_layers: int = 0,
     ) -> None:
         super().__init__()
         channels, size = _square_shape(image_shape)
         base, n = resolution_stages(size)
         check_choice("activation", activation, ("relu", "leaky_relu", "selu"))
+        check_choice("norm", norm, ("batch", "layer", "instance", "none"))
         widths = [width * 2**i for i in range(n)]
         layers: list[nn.Module] = []
         c_in = channels
@@ -156,6 +173,8 @@ class DCGANDiscriminator(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             c_in = c_out
+        for _ in range(extra_layers):
+            layers += _extra_layer(widths[-1], norm, activation, dropout)
         self.trunk = nn.Sequential(*layers)
         self.head = nn.Conv2d(widths[-1], 1, base, 1, 0)
         self.feature_dim, self.feature_size = widths[-1], base

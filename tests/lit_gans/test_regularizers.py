@@ -1,0 +1,67 @@
+"""Weight clipping and the gradient penalty against independent computations."""
+
+import pytest
+import torch
+from torch import nn
+
+from lit_gans.networks import DCGANDiscriminator
+from lit_gans.regularizers import clip_weights_, fraction_at_clip_bound, gradient_penalty, interpolate_real_fake
+
+
+def critic(channels: int = 1) -> nn.Module:
+    torch.manual_seed(0)
+    return DCGANDiscriminator((channels, 16, 16), width=4, norm="layer")
+
+
+@pytest.mark.parametrize("channels", [1, 3])  # Mimicry's GP hard-codes 3 channels and fails on MNIST
+def test_penalty_equals_a_per_sample_loop(channels):
+    d = critic(channels).double()
+    real, fake = torch.randn(5, channels, 16, 16).double(), torch.randn(5, channels, 16, 16).double()
+    eps = torch.rand(5).double()
+    x_hat = eps.view(5, 1, 1, 1) * real + (1 - eps.view(5, 1, 1, 1)) * fake
+    penalty, norms = gradient_penalty(d, real, fake, x_hat=x_hat)
+
+    expected = []
+    for i in range(5):  # independent: one sample at a time, plain backward, no create_graph
+        x = x_hat[i : i + 1].clone().requires_grad_(True)
+        d(x).sum().backward()
+        expected.append((x.grad.norm() - 1) ** 2)
+        d.zero_grad()
+    assert penalty.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-6)
+    assert norms.shape == (5,)
+
+
+def test_penalty_gradient_reaches_every_critic_weight():
+    d = critic()
+    penalty, _ = gradient_penalty(d, torch.randn(4, 1, 16, 16), torch.randn(4, 1, 16, 16))
+    penalty.backward()
+    grads = {n: p.grad for n, p in d.named_parameters()}
+    # biases before piecewise-linear activations move no input gradient (zero second derivative); every weight
+    # must receive a gradient from the penalty
+    missing = [n for n, g in grads.items() if (g is None or g.abs().sum() == 0) and not n.endswith("bias")]
+    assert len(grads) == 7  # two convolutions, the layer norm, the head
+    assert missing == []
+
+
+def test_interpolation_draws_one_epsilon_per_sample():
+    real, fake = torch.ones(6, 3, 4, 4), torch.zeros(6, 3, 4, 4)
+    x_hat = interpolate_real_fake(real, fake, torch.Generator().manual_seed(0))
+    per_sample = x_hat.flatten(1)
+    assert torch.allclose(per_sample, per_sample[:, :1].expand_as(per_sample))  # one eps within a sample
+    assert per_sample[:, 0].unique().numel() == 6 and (per_sample >= 0).all() and (per_sample <= 1).all()
+
+
+def test_penalty_is_zero_for_a_unit_gradient_critic():
+    w = torch.randn(16)
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(16, 1, bias=False))
+    with torch.no_grad():
+        lin[1].weight.copy_(w / w.norm())
+    penalty, norms = gradient_penalty(lin, torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4))
+    assert penalty.item() == pytest.approx(0, abs=1e-10) and torch.allclose(norms, torch.ones(3))
+
+
+def test_clip_weights_bounds_every_parameter():
+    d = DCGANDiscriminator((1, 8, 8), width=4)  # BatchNorm weights start near 1: they are clipped too
+    clip_weights_(d, 0.01)
+    assert all(p.abs().max() <= 0.01 for p in d.parameters())
+    assert fraction_at_clip_bound(d, 0.01) > 0.5
