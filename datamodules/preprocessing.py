@@ -1,0 +1,255 @@
+"""Machinery shared by the folder datamodules: listing files (folders and zip archives), preprocessing them once on
+all cores with a progress bar, counting what was skipped and why, and an on-disk cache written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+CACHE_VERSION = 1
+
+
+class Skipped(Exception):
+    """Raised by a preprocessing function for an input that cannot be used; ``reason`` is the summary's key."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file on disk, or a member of a zip archive (read without extracting the archive)."""
+
+    path: str
+    member: Optional[str] = None
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.member if self.member is not None else self.path)
+
+    @property
+    def parent_name(self) -> str:
+        """Name of the folder holding the file (inside the archive for members)."""
+        inner = self.member if self.member is not None else self.path
+        return os.path.basename(os.path.dirname(inner.rstrip("/")))
+
+    def read_bytes(self) -> bytes:
+        if self.member is None:
+            return Path(self.path).read_bytes()
+        with zipfile.ZipFile(self.path) as archive:
+            return archive.read(self.member)
+
+    def __str__(self) -> str:
+        return self.path if self.member is None else f"{self.path}!{self.member}"
+
+
+def list_files(root: Path, suffixes: Sequence[str], include_zips: bool = True) -> list[SourceFile]:
+    """Every file under ``root`` (recursively) whose name ends with one of ``suffixes``, including the members of
+    ``*.zip`` archives found there; sorted, so that the order (and the cache) does not depend on the filesystem."""
+    suffixes = tuple(s.lower() for s in suffixes)
+    found: list[SourceFile] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            if name.lower().endswith(suffixes):
+                found.append(SourceFile(path))
+            elif include_zips and name.lower().endswith(".zip"):
+                try:
+                    with zipfile.ZipFile(path) as archive:
+                        members = sorted(m for m in archive.namelist() if m.lower().endswith(suffixes))
+                except zipfile.BadZipFile as err:
+                    raise ValueError(f"{path} is not a readable zip archive: {err}") from err
+                found.extend(SourceFile(path, m) for m in members if "__MACOSX" not in m)
+    return found
+
+
+def open_image(source: SourceFile, mode: str) -> Image.Image:
+    """Decode ``source`` into a PIL image of ``mode`` (EXIF orientation applied), or raise :class:`Skipped`."""
+    try:
+        image = Image.open(io.BytesIO(source.read_bytes()))
+        image.load()
+        return ImageOps.exif_transpose(image).convert(mode)
+    except Exception as err:  # PIL raises many types for truncated or corrupt files
+        raise Skipped("unreadable_image", f"{source}: {err}") from err
+
+
+def fingerprint(files: Iterable[SourceFile]) -> str:
+    """A digest of names, sizes and modification times: a changed, added or removed file changes the cache key."""
+    h = hashlib.sha256()
+    for f in files:
+        stat = os.stat(f.path)
+        h.update(f"{f}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_key(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _apply(job: tuple[Callable, Any, Any]) -> tuple[Optional[np.ndarray], Any, Optional[str], str]:
+    fn, item, label = job
+    try:
+        out = fn(item)
+    except Skipped as skip:
+        return None, label, skip.reason, skip.detail
+    array, note = out if isinstance(out, tuple) else (out, "")
+    return array, label, None, note
+
+
+def preprocess(
+    fn: Callable[[Any], np.ndarray],
+    items: Sequence[Any],
+    labels: Sequence[Any],
+    workers: int,
+    desc: str,
+) -> tuple[list[np.ndarray], list[Any], list[tuple[str, str, str]]]:
+    """Run ``fn`` over ``items`` on ``workers`` processes (0: in this process) with a progress bar, keeping the
+    input order. ``fn`` is picklable and returns a uint8 ``(C, H, W)`` array (or ``(array, note)`` to flag a kept
+    image, e.g. "dirty_cropped"), or raises :class:`Skipped`.
+
+    Returns the arrays, their labels, ``(item, reason, detail)`` for every skipped item, and ``(item, note)`` for
+    every flagged one.
+    """
+    jobs = [(fn, item, label) for item, label in zip(items, labels)]
+    if workers > 0 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(tqdm(pool.map(_apply, jobs, chunksize=32), total=len(jobs), desc=desc, leave=False))
+    else:
+        results = [_apply(job) for job in tqdm(jobs, desc=desc, leave=False)]
+    arrays, kept_labels, skipped, notes = [], [], [], []
+    for (array, label, reason, detail), item in zip(results, items):
+        if reason is None:
+            arrays.append(array)
+            kept_labels.append(label)
+            if detail:
+                notes.append((_display(item), detail))
+        else:
+            skipped.append((_display(item), reason, detail))
+    return arrays, kept_labels, skipped, notes
+
+
+def _display(item: Any) -> str:
+    return str(item[0] if isinstance(item, tuple) else item)
+
+
+def summarize(
+    used: int,
+    skipped: Sequence[tuple[str, str, str]],
+    notes: Sequence[tuple[str, str]] = (),
+    extra: Optional[dict] = None,
+) -> dict[str, Any]:
+    """The summary saved with the cache: how many images were used, per reason which were skipped, and which kept
+    images were flagged (e.g. cleaned)."""
+    reasons = Counter(reason for _, reason, _ in skipped)
+    flags = Counter(note for _, note in notes)
+    summary = {
+        "used": used,
+        "skipped": sum(reasons.values()),
+        "skipped_by_reason": dict(sorted(reasons.items())),
+        "skipped_files": [{"file": f, "reason": r, "detail": d} for f, r, d in skipped],
+        "flagged_by_kind": dict(sorted(flags.items())),
+        "flagged_files": [{"file": f, "flag": n} for f, n in notes],
+    }
+    summary.update(extra or {})
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    reasons = ", ".join(f"{k}: {v}" for k, v in summary["skipped_by_reason"].items()) or "none"
+    text = f"{summary['used']} images used, {summary['skipped']} skipped ({reasons})"
+    flags = ", ".join(f"{k}: {v}" for k, v in summary.get("flagged_by_kind", {}).items())
+    return f"{text}; flagged: {flags}" if flags else text
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file, nothing, or the complete new file:
+    a temporary file in the same folder, fsync'ed, then renamed over ``path`` (atomic on POSIX and Windows)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_cache(path: Path, payload: dict[str, Any]) -> None:
+    """``torch.save`` ``payload`` atomically, with its summary as JSON beside it (``<cache>.summary.json``)."""
+    buffer = io.BytesIO()
+    torch.save({"version": CACHE_VERSION, **payload}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    summary = json.dumps(payload.get("summary", {}), indent=2, ensure_ascii=False).encode()
+    atomic_write_bytes(path.with_name(path.name + ".summary.json"), summary)
+
+
+def load_cache(path: Path) -> Optional[dict[str, Any]]:
+    """The cache at ``path``, or ``None`` when there is none or it is unreadable or of another version."""
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, weights_only=False)
+    except Exception:
+        return None
+    return payload if isinstance(payload, dict) and payload.get("version") == CACHE_VERSION else None
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def square_pad(image: Image.Image, fill: Any) -> Image.Image:
+    """Pad to a square on ``fill``, centred, keeping the aspect ratio."""
+    w, h = image.size
+    side = max(w, h)
+    canvas = Image.new(image.mode, (side, side), fill)
+    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
+def square_crop(image: Image.Image) -> Image.Image:
+    """The central square of ``image``."""
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return image.crop((left, top, left + side, top + side))
+
+
+def to_chw_uint8(image: Image.Image) -> np.ndarray:
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if array.ndim == 2 else np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+__all__ = [
+    "Skipped",
+    "SourceFile",
+    "list_files",
+    "open_image",
+    "preprocess",
+    "summarize",
+    "save_cache",
+    "load_cache",
+    "atomic_write_bytes",
+    "square_pad",
+    "square_crop",
+]
