@@ -183,7 +183,8 @@ def render_font_dataset(
         for path, index, family, _ in covering:
             for i in range(images_per_font):
                 w, h = rng.randint(*size_range), rng.randint(*size_range)
-                extra = rng.sample([c for c in characters if c != char] or [char], k=1) if rng.random() < dirty_fraction else []
+                others = [c for c in characters if c != char] or [char]
+                extra = [rng.choice(others) for _ in range(2)] if rng.random() < dirty_fraction else []
                 image = _render_glyph(char, path, index, w, h, rng, extra)
                 folder = out / char
                 folder.mkdir(parents=True, exist_ok=True)
@@ -212,7 +213,7 @@ def _render_glyph(char: str, path: str, index: int, w: int, h: int, rng: random.
     draw.text(((w - size) // 2, top), char, font=font, fill=ink, stroke_width=stroke, stroke_fill=ink)
     if extra:  # small characters under the main one, like a signature
         small = ImageFont.truetype(path, max(8, size // 6), index=index)
-        draw.text((int(0.35 * w), int(top + size * 1.25)), "".join(extra) * 2, font=small, fill=ink)
+        draw.text((int(0.4 * w), int(top + size * 1.25)), "".join(extra), font=small, fill=ink)
     angle = math.radians(rng.uniform(-4, 4))
     shear, scale = rng.uniform(-0.08, 0.08), rng.uniform(0.85, 1.05)
     dx, dy = rng.uniform(-0.04, 0.04) * w, rng.uniform(-0.04, 0.04) * (h if not extra else 0)

@@ -70,8 +70,31 @@ class RankSyncCheck(Callback):
             f.write(str(pl_module.generator_step))
 
 
+class ShardCheck(Callback):
+    """Inside each DDP worker: the images a rank trains on in one epoch are disjoint from the other rank's, and
+    together they are the whole dataset (the data was prepared once and sharded, not duplicated)."""
+
+    def __init__(self, marker_dir: str, dataset_size: int) -> None:
+        self.marker_dir, self.dataset_size = marker_dir, dataset_size
+        self.seen: list[torch.Tensor] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen.append(batch[0].double().flatten(1).sum(1))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        mine = torch.cat(self.seen)
+        everyone = pl_module.all_gather(mine)
+        assert everyone.shape == (2, self.dataset_size // 2)
+        assert len(set(everyone[0].tolist()) & set(everyone[1].tolist())) == 0, "ranks saw the same images"
+        assert len(set(everyone.flatten().tolist())) == self.dataset_size
+        caches = [p for p in os.listdir(os.environ["LIT_GANS_CACHE"]) if p.endswith(".pt")]
+        assert len(caches) == 1, caches
+        with open(os.path.join(self.marker_dir, f"rank{trainer.global_rank}.ok"), "w") as f:
+            f.write(str(len(mine)))
+
+
 def _flat(module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in module.parameters()]).clone()
 
 
-__all__ = ["RandomImages", "RankSyncCheck", "TensorDataset", "tiny_trainer_kwargs"]
+__all__ = ["RandomImages", "RankSyncCheck", "ShardCheck", "TensorDataset", "tiny_trainer_kwargs"]

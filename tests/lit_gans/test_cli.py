@@ -8,23 +8,47 @@ from pathlib import Path
 
 import pytest
 import torch
+from data_testing import FONTS, write_cat_face
 
 from lit_gans.cli import main
+from lit_gans.datamodules import render_font_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-MNIST_CONFIGS = [c for c in CONFIGS if "mnist" in c.name]
 
 
 def data_args(mnist_dir: Path) -> list[str]:
     return [f"--data.init_args.data_dir={mnist_dir}", "--data.init_args.download=false"]
 
 
-@pytest.mark.parametrize("config", MNIST_CONFIGS, ids=lambda p: p.stem)
-def test_every_mnist_config_runs_with_fast_dev_run(config, mnist_dir, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def cat_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cats")
+    for i in range(4):
+        write_cat_face(root / "CAT_00", f"00000001_00{i}.jpg", angle_deg=10 * i)
+    return root
+
+
+@pytest.fixture(scope="module")
+def calligraphy_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("calligraphy") / "train"
+    render_font_dataset(root, "永和", fonts=FONTS, images_per_font=2)
+    return root
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_runs_with_fast_dev_run(config, mnist_dir, cat_dir, calligraphy_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cli = main(["fit", "--config", str(config), *data_args(mnist_dir), "--trainer.fast_dev_run=true"])
+    monkeypatch.setenv("LIT_GANS_CACHE", str(tmp_path / "cache"))
+    if "cats" in config.stem:
+        data = [f"--data.init_args.data_dir={cat_dir}", "--data.init_args.batch_size=4"]
+    elif "calligraphy" in config.stem:
+        data = [f"--data.init_args.data_dir={calligraphy_dir}", "--data.init_args.batch_size=4"]
+    else:
+        data = data_args(mnist_dir)
+    cli = main(["fit", "--config", str(config), *data, "--trainer.fast_dev_run=true"])
     assert cli.trainer.state.finished
+    assert cli.model.image_shape == cli.datamodule.image_shape
     assert cli.model.critic_steps_since_generator.item() + cli.model.generator_step >= 1
 
 

@@ -1,0 +1,84 @@
+"""Synthetic data in the real on-disk formats, with known answers: CAT-dataset faces and calligraphy fixtures."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+FONTS = sorted((Path(__file__).parent / "fixtures" / "fonts").glob("*.ttf"))
+BACKGROUND = (60, 110, 170)
+LEFT_EYE_COLOR, RIGHT_EYE_COLOR = (230, 30, 30), (30, 220, 30)
+
+
+@dataclass
+class CatFace:
+    """Where a correct preprocessing must put the eyes in an ``image_size`` crop."""
+
+    left_eye: tuple[float, float]
+    right_eye: tuple[float, float]
+
+
+def face_landmarks(center, width: float, eye_half: float, angle_deg: float) -> np.ndarray:
+    """The 9 CAT landmarks of an upright face (ear bases ``width`` apart, eyes ``2 * eye_half`` apart) rotated by
+    ``angle_deg`` about ``center``: left eye, right eye, mouth, left ear 1-3, right ear 1-3."""
+    w = width
+    upright = np.array(
+        [
+            [-eye_half, 0], [eye_half, 0], [0, 0.35 * w],
+            [-w / 2, -0.3 * w], [-0.35 * w, -0.7 * w], [-0.15 * w, -0.4 * w],
+            [0.15 * w, -0.4 * w], [0.35 * w, -0.7 * w], [w / 2, -0.3 * w],
+        ]
+    )
+    a = math.radians(angle_deg)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    return upright @ rot.T + np.asarray(center, dtype=float)
+
+
+def write_cat_face(
+    folder: Path,
+    name: str,
+    angle_deg: float = 20.0,
+    size=(400, 360),
+    center=(200, 190),
+    width: float = 200.0,
+    eye_half: float = 50.0,
+    image_size: int = 64,
+    swap_labels: bool = False,
+    annotation: bool = True,
+) -> CatFace:
+    """Draw a face (red left eye, green right eye as seen by the viewer) into ``folder/name`` as a JPEG with its
+    ``.cat`` annotation beside it, and return where the eyes must land in the crop."""
+    folder.mkdir(parents=True, exist_ok=True)
+    points = face_landmarks(center, width, eye_half, angle_deg)
+    image = Image.new("RGB", size, BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    r = 12
+    for (x, y), color in ((points[0], LEFT_EYE_COLOR), (points[1], RIGHT_EYE_COLOR)):
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=color)
+    image.save(folder / name, quality=95)
+    labelled = points.copy()
+    if swap_labels:
+        labelled[[0, 1]] = labelled[[1, 0]]
+    if annotation:
+        coords = " ".join(str(int(round(v))) for v in labelled.flatten())
+        (folder / f"{name}.cat").write_text(f"9 {coords} ")
+    s = image_size
+    return CatFace(left_eye=((0.5 - eye_half / width) * s, 0.4 * s), right_eye=((0.5 + eye_half / width) * s, 0.4 * s))
+
+
+def color_centroid(image: np.ndarray, color) -> tuple[float, float]:
+    """``(x, y)`` centroid of the pixels close to ``color`` in an ``(H, W, 3)`` uint8 image."""
+    distance = np.abs(image.astype(int) - np.asarray(color)).sum(axis=2)
+    ys, xs = np.nonzero(distance < 150)
+    assert len(xs) > 0, f"no pixel of colour {color}"
+    weights = 1.0 / (1 + distance[ys, xs])
+    return float((xs * weights).sum() / weights.sum()), float((ys * weights).sum() / weights.sum())
+
+
+def chw_to_hwc_uint8(image) -> np.ndarray:
+    """A tensor ``(C, H, W)`` in [-1, 1] back to uint8 ``(H, W, C)``."""
+    return ((image.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
