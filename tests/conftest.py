@@ -52,6 +52,29 @@ def mnist_gz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def inception_home(tmp_path_factory) -> Path:
+    """A ``TORCH_HOME`` holding torch-fidelity's Inception weights file with *random* weights of the right
+    architecture: the real file cannot be downloaded here, but the loading and feature path can be exercised."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    from lit_gans.callbacks.features import INCEPTION_FILE
+
+    home = tmp_path_factory.mktemp("torch_home")
+    target = home / "hub" / "checkpoints" / INCEPTION_FILE
+    target.parent.mkdir(parents=True)
+    original = fe.load_state_dict_from_url
+    fe.load_state_dict_from_url = lambda *a, **k: None
+    real_load = torch.nn.Module.load_state_dict
+    torch.nn.Module.load_state_dict = lambda self, state, *a, **k: None
+    try:
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    finally:
+        fe.load_state_dict_from_url, torch.nn.Module.load_state_dict = original, real_load
+    torch.save(net.state_dict(), target)
+    return home
+
+
 @pytest.fixture(autouse=True)
 def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """No W&B account, no leaked environment or process-global torch settings between tests."""

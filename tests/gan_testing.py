@@ -93,8 +93,21 @@ class ShardCheck(Callback):
             f.write(str(len(mine)))
 
 
+class ProjectionFeatures(torch.nn.Module):
+    """A fixed random projection of the pixels to 16 features: a cheap, deterministic FID extractor."""
+
+    num_features = 16
+
+    def __init__(self, pixels: int = 64) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.randn(pixels, 16, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1).float() @ self.weight
+
+
 def _flat(module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in module.parameters()]).clone()
 
 
-__all__ = ["RandomImages", "RankSyncCheck", "ShardCheck", "TensorDataset", "tiny_trainer_kwargs"]
+__all__ = ["ProjectionFeatures", "RandomImages", "RankSyncCheck", "ShardCheck", "TensorDataset", "tiny_trainer_kwargs"]

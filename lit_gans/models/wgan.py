@@ -125,7 +125,7 @@ class WGANGP(_WassersteinDCGAN):
     def discriminator_loss(self, real: Tensor, fake: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         loss, logs = self.wasserstein_loss(real, fake)
         penalty, norms = gradient_penalty(self.discriminator, real, fake, generator=self._noise_generator())
-        logs.update(gradient_penalty=penalty.detach(), gradient_norm=norms.mean())
+        logs.update(gradient_penalty=penalty.detach(), gradient_norm=norms.mean(), gradient_norm_std=norms.std(correction=0))
         return loss + self.gradient_penalty_weight * penalty, logs
 
 

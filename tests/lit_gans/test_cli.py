@@ -37,9 +37,12 @@ def calligraphy_dir(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
-def test_every_config_runs_with_fast_dev_run(config, mnist_dir, cat_dir, calligraphy_dir, tmp_path, monkeypatch):
+def test_every_config_runs_with_fast_dev_run(
+    config, mnist_dir, cat_dir, calligraphy_dir, inception_home, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LIT_GANS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(inception_home))  # the natural-image configs use Inception FID
     if "cats" in config.stem:
         data = [f"--data.init_args.data_dir={cat_dir}", "--data.init_args.batch_size=4"]
     elif "calligraphy" in config.stem:
@@ -50,6 +53,8 @@ def test_every_config_runs_with_fast_dev_run(config, mnist_dir, cat_dir, calligr
     assert cli.trainer.state.finished
     assert cli.model.image_shape == cli.datamodule.image_shape
     assert cli.model.critic_steps_since_generator.item() + cli.model.generator_step >= 1
+    kinds = {type(c).__name__ for c in cli.trainer.callbacks}
+    assert {"FIDCallback", "DiversityMonitor", "GradientNormMonitor", "SampleGrid", "ModelCheckpoint"} <= kinds
 
 
 def test_cli_trains_links_shape_and_logs_offline_to_wandb(mnist_dir, tmp_path, monkeypatch):

@@ -1,0 +1,114 @@
+"""What every monitoring callback shares: when to run (every n generator steps or epochs), and how to log scalars
+and images through whatever loggers the Trainer has, against the generator step, from rank 0 only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from PIL import Image
+from torch import Tensor
+
+from lit_gans.latent import to_uint8_image
+from lit_gans.validation import check_int
+
+
+def generator_step(pl_module: LightningModule) -> int:
+    """The x-axis of everything lit_gans logs: generator updates (Lightning's global step for other modules)."""
+    step = getattr(pl_module, "generator_step", None)
+    return int(step) if step is not None else int(pl_module.trainer.global_step)
+
+
+class PeriodicCallback(Callback):
+    """Runs :meth:`run` every ``every_n_generator_steps`` generator updates and/or every ``every_n_epochs`` epochs
+    (and once at the end of training with ``at_train_end``). Each generator step runs at most once."""
+
+    def __init__(
+        self, every_n_generator_steps: Optional[int] = None, every_n_epochs: Optional[int] = None, at_train_end: bool = False
+    ) -> None:
+        if every_n_generator_steps is not None:
+            check_int("every_n_generator_steps", every_n_generator_steps)
+        if every_n_epochs is not None:
+            check_int("every_n_epochs", every_n_epochs)
+        self.every_n_generator_steps = every_n_generator_steps
+        self.every_n_epochs = every_n_epochs
+        self.at_train_end = at_train_end
+        self._last_step: Optional[int] = None
+
+    def run(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        raise NotImplementedError
+
+    def _maybe_run(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        step = generator_step(pl_module)
+        if step != self._last_step:
+            self._last_step = step
+            self.run(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        n = self.every_n_generator_steps
+        step = generator_step(pl_module)
+        if n is not None and step > 0 and step % n == 0:
+            self._maybe_run(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.every_n_epochs is not None and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._maybe_run(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.at_train_end:
+            self._maybe_run(trainer, pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_step": self._last_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._last_step = state_dict.get("last_step")
+
+
+def log_scalars(trainer: Trainer, pl_module: LightningModule, metrics: dict[str, Tensor]) -> None:
+    """Send ``metrics`` to every logger at the generator step (rank 0), and make them ``callback_metrics`` so that
+    ``ModelCheckpoint(monitor=...)`` and ``EarlyStopping`` see them."""
+    metrics = {k: torch.as_tensor(v).detach().float().cpu() for k, v in metrics.items()}
+    for key, value in metrics.items():
+        trainer.callback_metrics[key] = value
+    if trainer.is_global_zero:
+        step = generator_step(pl_module)
+        for logger in trainer.loggers:
+            logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def image_dir(trainer: Trainer) -> Path:
+    """Where PNG images go when no logger can show them: the first logger's folder, else the root dir."""
+    for logger in trainer.loggers:
+        folder = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
+        if folder:
+            return Path(folder) / "images"
+    return Path(trainer.default_root_dir) / "images"
+
+
+def log_image(trainer: Trainer, pl_module: LightningModule, key: str, grid: Tensor) -> None:
+    """Log a ``(C, H, W)`` grid in [0, 1] as an image (converted to uint8 explicitly; rank 0 only): W&B and
+    TensorBoard loggers get it natively; otherwise (CSV, no logger) it is written as
+    ``<log dir>/images/<key>/<generator step>.png``."""
+    if not trainer.is_global_zero:
+        return
+    array = to_uint8_image(grid)
+    step = generator_step(pl_module)
+    shown = False
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[array], step=step)
+            shown = True
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(key, array, step, dataformats="HWC")
+            shown = True
+    if not shown:
+        path = image_dir(trainer) / key.replace("/", "_") / f"{step:08d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(path)
+
+
+__all__ = ["PeriodicCallback", "generator_step", "image_dir", "log_image", "log_scalars"]
