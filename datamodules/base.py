@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -15,6 +15,21 @@ from lit_gans.validation import check_float, check_int
 def to_unit_range(images: Tensor) -> Tensor:
     """uint8 ``[0, 255]`` images to float32 in [-1, 1] (the range of the generators' tanh output)."""
     return images.float().div_(127.5).sub_(1.0)
+
+
+class InMemoryDataset(TensorDataset):
+    """A ``TensorDataset`` that a DataLoader reads a whole batch at a time: ``__getitems__`` indexes the tensors
+    once per batch instead of once per sample, and :func:`collate_batch` passes the batch through unchanged.
+    Only the package's own loaders use it (``train_set`` stays a plain ``TensorDataset`` for any DataLoader)."""
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, ...]:
+        index = torch.as_tensor(indices)
+        return tuple(t[index] for t in self.tensors)
+
+
+def collate_batch(batch: Any) -> Any:
+    """The collate function for :class:`InMemoryDataset`: batches arrive already stacked."""
+    return list(batch) if isinstance(batch, tuple) else batch
 
 
 def split_indices(n: int, val_split: float | int, seed: int) -> tuple[Tensor, Tensor]:
@@ -63,6 +78,8 @@ class ImageDataModule(LightningDataModule):
         self.val_set = TensorDataset(images[val_idx], labels[val_idx]) if len(val_idx) else None
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        if isinstance(dataset, TensorDataset):  # read whole batches with one index instead of per sample
+            dataset = InMemoryDataset(*dataset.tensors)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -72,6 +89,7 @@ class ImageDataModule(LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            collate_fn=collate_batch if isinstance(dataset, InMemoryDataset) else None,
         )
 
     def train_dataloader(self) -> DataLoader:

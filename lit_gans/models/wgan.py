@@ -101,6 +101,8 @@ class WGANGP(_WassersteinDCGAN):
         (5, 10.0, (0.0, 0.9))
     """
 
+    needs_double_backward = True
+
     def __init__(
         self,
         image_shape: Sequence[int] = (1, 28, 28),

@@ -1,0 +1,130 @@
+"""Shared by the benchmark scripts: the real MNIST data, the variants, a plain PyTorch loop over the very same
+networks, and result tables (markdown + JSON)."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from lit_gans import DCGAN, GAN, LSGAN, WGAN, WGANGP, InfoGAN, VanillaGAN
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+VARIANTS: dict[str, Callable[..., GAN]] = {
+    "vanilla": lambda **kw: VanillaGAN(**kw),
+    "dcgan": lambda **kw: DCGAN(**kw),
+    "wgan": lambda **kw: WGAN(**kw),
+    "wgan_gp": lambda **kw: WGANGP(**kw),
+    "lsgan": lambda **kw: LSGAN(**kw),
+    "infogan": lambda **kw: InfoGAN(**kw),
+}
+
+
+def mnist_data_dir(shared: Path, root: Path) -> Path:
+    """torchvision's raw layout built from the real MNIST files of ``shared`` (the 10k test split serves as the
+    training split: the full 60k split is not available offline)."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for kind in ("images-idx3", "labels-idx1"):
+        data = gzip.open(shared / f"t10k-{kind}-ubyte.gz").read()
+        for split in ("train", "t10k"):
+            target = raw / f"{split}-{kind}-ubyte"
+            if not target.exists():
+                target.write_bytes(data)
+    return root
+
+
+def plain_loop(model: GAN, images: torch.Tensor, batch_size: int, d_steps: int, warmup: int, bf16: bool = False) -> float:
+    """Real images per second of a hand-written loop over copies of ``model``'s networks, optimizers, losses,
+    regularizers and k: one fresh real batch per D step, a G step after every ``n_critic`` D steps."""
+    model = copy.deepcopy(model)
+    g_opt, d_opt = model.configure_optimizers()
+    G, D = model.generator, model.discriminator
+    gen = torch.Generator().manual_seed(0)
+    model._noise_rng = gen
+    clip = getattr(model, "clip_value", None)
+    value_clip = model.hparams.gradient_clip_val if model.hparams.gradient_clip_algorithm == "value" else None
+    perm = torch.randperm(len(images))
+    start = None
+    for step in range(warmup + d_steps):
+        if step == warmup:
+            start = time.perf_counter()
+        i = (step * batch_size) % (len(images) - batch_size)
+        real = images[perm[i : i + batch_size]]
+        for p in G.parameters():
+            p.requires_grad_(False)
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            z = model.sample_latent(batch_size)
+            with torch.no_grad():
+                fake = G(z)
+            d_loss, _ = model.discriminator_loss(real, fake, z)
+        d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        if value_clip:
+            torch.nn.utils.clip_grad_value_(D.parameters(), value_clip)
+        d_opt.step()
+        if clip is not None:
+            with torch.no_grad():
+                for p in D.parameters():
+                    p.clamp_(-clip, clip)
+        for p in G.parameters():
+            p.requires_grad_(True)
+        if (step + 1) % model.n_critic == 0:
+            for p in D.parameters():
+                p.requires_grad_(False)
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                z = model.sample_latent(batch_size)
+                g_loss, _ = model.generator_loss(G(z), z)
+            g_opt.zero_grad(set_to_none=True)
+            g_loss.backward()
+            if value_clip:
+                torch.nn.utils.clip_grad_value_(G.parameters(), value_clip)
+            g_opt.step()
+            for p in D.parameters():
+                p.requires_grad_(True)
+    return d_steps * batch_size / (time.perf_counter() - start)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.3g}" if isinstance(v, float) and abs(v) < 10 else (f"{v:.0f}" if isinstance(v, float) else str(v))
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def save_results(name: str, payload: dict[str, Any], table: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
+    (RESULTS / f"{name}.md").write_text(table + "\n")
+    return RESULTS / f"{name}.md"

@@ -1,0 +1,207 @@
+"""Throughput of every variant through ``Trainer.fit`` against a plain PyTorch loop over the very same networks,
+batch size, optimizers and k; the fast path; callback and data-loading overheads; memory.
+
+    python benchmarks/throughput.py                       # all variants, 3 repeats
+    python benchmarks/throughput.py --variants dcgan --repeats 5 --d-steps 100
+
+Prints markdown tables and writes benchmarks/results/throughput.{md,json}. Run by hand (never a timed test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from bench_utils import (
+    REPO,
+    VARIANTS,
+    current_rss_mb,
+    machine,
+    markdown_table,
+    mnist_data_dir,
+    peak_rss_mb,
+    plain_loop,
+    save_results,
+)
+from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch.profilers import SimpleProfiler
+
+from lit_gans.callbacks import DiversityMonitor, FIDCallback, GradientNormMonitor, SampleGrid
+from lit_gans.datamodules import MNISTDataModule
+
+
+class Clock(Callback):
+    """Times training batches ``warmup`` .. ``warmup + d_steps`` (every batch is one D step)."""
+
+    def __init__(self, warmup: int, d_steps: int) -> None:
+        self.warmup, self.d_steps, self.batches = warmup, d_steps, 0
+        self.start = self.elapsed = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.batches == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches += 1
+        if self.batches == self.warmup + self.d_steps:
+            self.elapsed = time.perf_counter() - self.start
+            trainer.should_stop = True
+
+
+def package_run(model, dm, batch_size, d_steps, warmup, precision="32-true", profiler=None) -> float:
+    clock = Clock(warmup, d_steps)
+    trainer = Trainer(
+        max_epochs=-1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[clock], precision=precision,
+        profiler=profiler,
+    )
+    trainer.fit(model, dm)
+    return d_steps * batch_size / clock.elapsed
+
+
+def throughput(args, dm, images) -> list[dict[str, Any]]:
+    rows = []
+    for name in args.variants:
+        plain, package, fast_plain, fast = [], [], [], []
+        for repeat in range(args.repeats):
+            seed_everything(repeat, verbose=False)
+            model = VARIANTS[name]()
+            plain.append(plain_loop(model, images, args.batch_size, args.d_steps, args.warmup))
+            package.append(package_run(copy.deepcopy(model), dm, args.batch_size, args.d_steps, args.warmup))
+            if args.fast:
+                fast_model = VARIANTS[name](channels_last=True, compile=name not in ("wgan_gp",))
+                fast.append(package_run(fast_model, dm, args.batch_size, args.d_steps, args.warmup + args.compile_warmup, "bf16-mixed"))
+            print(f"{name} repeat {repeat}: plain {plain[-1]:.0f}, package {package[-1]:.0f}" + (f", fast {fast[-1]:.0f}" if fast else "") + " img/s", flush=True)
+        ratios = [p / q for p, q in zip(package, plain)]
+        row = {
+            "variant": name,
+            "plain img/s": statistics.median(plain),
+            "package img/s": statistics.median(package),
+            "ratio min": min(ratios),
+            "ratio median": statistics.median(ratios),
+            "ratio max": max(ratios),
+        }
+        if fast:
+            fast_ratios = [f / q for f, q in zip(fast, plain)]
+            row.update({"fast img/s": statistics.median(fast), "fast / plain fp32 (median)": statistics.median(fast_ratios),
+                        "fast ratio min": min(fast_ratios)})
+        rows.append(row)
+    return rows
+
+
+def callback_overheads(args, dm) -> list[dict[str, Any]]:
+    """Cost of one evaluation of each monitoring callback at its default settings, and its share of training time
+    at its default cadence (evaluations per generator step x cost / time per generator step)."""
+    seed_everything(0, verbose=False)
+    model = VARIANTS["dcgan"]()
+    step_time = args.batch_size / package_run(copy.deepcopy(model), dm, args.batch_size, args.d_steps, args.warmup)
+    callbacks = [
+        (FIDCallback("mnist", num_real=10_000, num_fake=5_000, cache_dir=tempfile.mkdtemp()), 1000),
+        (DiversityMonitor(classifier="mnist"), 500),
+        (SampleGrid(), 500),
+    ]
+
+    monitor = GradientNormMonitor()
+
+    class Probe(Callback):
+        def __init__(self):
+            self.costs = {}
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx != 1:
+                return
+            # both networks still hold the gradients of this batch's D and G steps
+            start = time.perf_counter()
+            for opt in pl_module.optimizers():
+                monitor.on_before_optimizer_step(trainer, pl_module, opt.optimizer)
+            self.costs["GradientNormMonitor"] = time.perf_counter() - start
+            for cb, _ in callbacks:
+                cb.setup(trainer, pl_module, "fit")
+                cb.run(trainer, pl_module)  # first call includes one-off work (real statistics)
+                start = time.perf_counter()
+                cb.run(trainer, pl_module)
+                self.costs[type(cb).__name__] = time.perf_counter() - start
+            trainer.should_stop = True
+
+    probe = Probe()
+    Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, callbacks=[probe]).fit(copy.deepcopy(model), dm)
+    rows = []
+    for cb, every in [*callbacks, (monitor, monitor.every_n_generator_steps)]:
+        name = type(cb).__name__
+        share = probe.costs[name] / (every * step_time)
+        rows.append({"callback": name, "every n generator steps": every, "seconds per evaluation": probe.costs[name],
+                     "share of training time": share})
+    rows.append({"callback": "all four", "share of training time": sum(r["share of training time"] for r in rows)})
+    return rows
+
+
+def data_and_memory(args, dm) -> dict[str, Any]:
+    """Share of fit time spent fetching batches (Lightning's SimpleProfiler), and memory over a longer run."""
+    seed_everything(0, verbose=False)
+    profiler = SimpleProfiler(dirpath=tempfile.mkdtemp(), filename="profile")
+    model = VARIANTS["dcgan"]()
+    rss_before = current_rss_mb()
+    package_run(model, dm, args.batch_size, args.memory_steps, args.warmup, profiler=profiler)
+    durations = profiler.recorded_durations
+    fetch = sum(sum(v) for k, v in durations.items() if "train_dataloader_next" in k)
+    total = sum(sum(v) for k, v in durations.items() if k == "run_training_epoch") or sum(
+        sum(v) for k, v in durations.items() if "run_training_batch" in k
+    )
+    rss_mid = current_rss_mb()
+    package_run(VARIANTS["dcgan"](), dm, args.batch_size, args.memory_steps, args.warmup)
+    rss_after = current_rss_mb()
+    return {
+        "data loading share": fetch / total if total else float("nan"),
+        "rss before MB": rss_before,
+        f"rss after {args.memory_steps} D steps MB": rss_mid,
+        f"rss after 2 x {args.memory_steps} D steps MB": rss_after,
+        "peak rss MB": peak_rss_mb(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--d-steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--compile-warmup", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--memory-steps", type=int, default=300)
+    parser.add_argument("--no-fast", dest="fast", action="store_false")
+    parser.add_argument("--skip-overheads", action="store_true")
+    args = parser.parse_args()
+
+    dm = MNISTDataModule(mnist_data_dir(args.shared, Path(tempfile.mkdtemp())), download=False, batch_size=args.batch_size)
+    dm.setup()
+    images = dm.train_set.tensors[0]
+    rows = throughput(args, dm, images)
+    columns = ["variant", "plain img/s", "package img/s", "ratio min", "ratio median", "ratio max"]
+    if args.fast:
+        columns += ["fast img/s", "fast / plain fp32 (median)", "fast ratio min"]
+    report = ["## Throughput (real images per second, MNIST 28x28, batch %d)" % args.batch_size, "", markdown_table(rows, columns)]
+    payload: dict[str, Any] = {"machine": machine(), "args": vars(args), "throughput": rows}
+    if not args.skip_overheads:
+        overheads = callback_overheads(args, dm)
+        memory = data_and_memory(args, dm)
+        payload.update(callbacks=overheads, data_and_memory=memory)
+        report += ["", "## Monitoring callbacks at their default settings (DCGAN)", "",
+                   markdown_table(overheads, ["callback", "every n generator steps", "seconds per evaluation", "share of training time"]),
+                   "", "## Data loading and memory (DCGAN)", "", markdown_table([memory], list(memory))]
+    report += ["", f"Machine: {machine()}", "", "Command: `python benchmarks/throughput.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("repeats", "d_steps")) + "`"]
+    text = "\n".join(report)
+    print(text)
+    print("written", save_results("throughput", payload, text))
+
+
+if __name__ == "__main__":
+    main()

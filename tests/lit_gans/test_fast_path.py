@@ -1,0 +1,64 @@
+"""The fast-path options: joint discriminator forward, channels-last, compile, bf16 autocast, batched data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from gan_testing import RandomImages, tiny_trainer_kwargs
+from lightning.pytorch import Trainer
+
+from lit_gans import DCGAN, WGANGP, VanillaGAN
+from lit_gans.datamodules.base import InMemoryDataset, collate_batch
+
+TINY = dict(image_shape=(1, 8, 8), latent_dim=4, generator_width=4, discriminator_width=4)
+
+
+def test_joint_forward_is_on_exactly_when_legal():
+    assert WGANGP(**TINY).joint_discriminator_forward  # LayerNorm critic
+    bn = dict(TINY, image_shape=(1, 16, 16))  # 16 px: a second stage, with BatchNorm
+    assert not DCGAN(**bn).joint_discriminator_forward  # BatchNorm: real and fake must stay apart
+    with pytest.raises(ValueError, match="joint_discriminator_forward=True needs a discriminator without BatchNorm"):
+        DCGAN(joint_discriminator_forward=True, **bn)
+
+
+def test_joint_forward_gives_the_same_outputs_as_two_forwards():
+    joint = WGANGP(**TINY)
+    separate = WGANGP(joint_discriminator_forward=False, **TINY)
+    separate.load_state_dict(joint.state_dict())
+    real, fake = torch.randn(6, 1, 8, 8), torch.randn(6, 1, 8, 8)
+    for a, b in zip(joint.discriminate(real, fake), separate.discriminate(real, fake)):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_channels_last_networks_and_batches():
+    model = DCGAN(channels_last=True, max_generator_steps=2, **TINY)
+    Trainer(**tiny_trainer_kwargs()).fit(model, RandomImages(n=32))
+    conv = next(m for m in model.discriminator.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.generator_step == 2
+
+
+def test_wgan_gp_trains_under_bf16_autocast_with_a_finite_penalty():
+    model = WGANGP(max_generator_steps=2, n_critic=2, **TINY)
+    trainer = Trainer(**tiny_trainer_kwargs(precision="bf16-mixed", log_every_n_steps=1))
+    trainer.fit(model, RandomImages(n=64))
+    assert torch.isfinite(trainer.callback_metrics["train/gradient_penalty"])
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast, not bf16 weights
+
+
+def test_compile_keeps_state_dict_keys_and_is_refused_for_gradient_penalties():
+    model = VanillaGAN(image_shape=(1, 8, 8), latent_dim=4, hidden_dims=(16,), compile=True, max_generator_steps=2)
+    keys = set(model.state_dict())
+    Trainer(**tiny_trainer_kwargs()).fit(model, RandomImages(n=32))
+    assert set(model.state_dict()) == keys and model.generator_step == 2
+    with pytest.raises(ValueError, match="compile=True is not supported for WGANGP"):
+        WGANGP(compile=True, **TINY)
+
+
+def test_in_memory_dataset_reads_a_batch_with_one_index():
+    images, labels = torch.randn(10, 1, 4, 4), torch.arange(10)
+    ds = InMemoryDataset(images, labels)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, shuffle=False, collate_fn=collate_batch)
+    x, y = next(iter(loader))
+    assert torch.equal(x, images[:4]) and torch.equal(y, labels[:4])
+    assert torch.equal(ds[3][0], images[3])  # single items still work
