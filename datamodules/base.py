@@ -7,7 +7,7 @@ from typing import Any, Optional
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 
 from lit_gans.validation import check_float, check_int
 
@@ -30,6 +30,49 @@ class InMemoryDataset(TensorDataset):
 def collate_batch(batch: Any) -> Any:
     """The collate function for :class:`InMemoryDataset`: batches arrive already stacked."""
     return list(batch) if isinstance(batch, tuple) else batch
+
+
+class EpochShuffleSampler(RandomSampler):
+    """A shuffle that depends only on ``(seed, epoch)``: an epoch replayed after a resume has the same order.
+    Lightning calls ``set_epoch``; under DDP it replaces this ``RandomSampler`` by its ``DistributedSampler``,
+    which is deterministic per epoch in the same way."""
+
+    def __init__(self, data_source: Dataset, seed: int = 0) -> None:
+        super().__init__(data_source)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(len(self.data_source), generator=generator).tolist())
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader that Lightning checkpoints (it has ``state_dict``/``load_state_dict``): it records how many
+    batches of the current epoch it yielded, and after a resume skips them, so the interrupted epoch continues
+    where it stopped instead of replaying its first batches."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._yielded = 0
+        self._skip = 0
+
+    def __iter__(self):
+        skip, self._skip = self._skip, 0
+        self._yielded = skip
+        for index, batch in enumerate(super().__iter__()):
+            if index < skip:  # in-memory batches: skipping costs an index operation each
+                continue
+            self._yielded = index + 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_yielded": self._yielded}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._skip = int(state_dict.get("batches_yielded", 0))
 
 
 def split_indices(n: int, val_split: float | int, seed: int) -> tuple[Tensor, Tensor]:
@@ -80,10 +123,10 @@ class ImageDataModule(LightningDataModule):
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         if isinstance(dataset, TensorDataset):  # read whole batches with one index instead of per sample
             dataset = InMemoryDataset(*dataset.tensors)
-        return DataLoader(
+        return ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            sampler=EpochShuffleSampler(dataset, self.seed) if train else None,
             # Equal batches: BatchNorm statistics and DDP ranks stay comparable; GANs never need the remainder.
             drop_last=train,
             num_workers=self.num_workers,

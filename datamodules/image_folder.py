@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from lit_gans.datamodules.base import ImageDataModule, InMemoryDataset, collate_batch, to_unit_range
+from lit_gans.datamodules.base import ImageDataModule, InMemoryDataset, ResumableDataLoader, collate_batch, to_unit_range
 from lit_gans.datamodules.preprocessing import (
     IMAGE_SUFFIXES,
     SourceFile,
@@ -163,7 +163,7 @@ class CachedImageDataModule(ImageDataModule):
         labels = self.train_set.tensors[1]
         weights = 1.0 / torch.bincount(labels).double()[labels]
         sampler = WeightedRandomSampler(weights, num_samples=len(labels), generator=torch.Generator().manual_seed(self.seed))
-        return DataLoader(InMemoryDataset(*self.train_set.tensors), batch_size=self.batch_size, sampler=sampler, drop_last=True,
+        return ResumableDataLoader(InMemoryDataset(*self.train_set.tensors), batch_size=self.batch_size, sampler=sampler, drop_last=True,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           collate_fn=collate_batch)
 

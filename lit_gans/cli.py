@@ -9,12 +9,20 @@ Example::
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any, Optional
 
 from lightning.pytorch.cli import LightningCLI
 
+import lit_gans
+import lit_gans.callbacks
+from lit_gans.checkpoints import resolve_checkpoint
 from lit_gans.datamodules import ImageDataModule
-from lit_gans.gan import GAN
+from lit_gans.gan import GAN, NonFiniteLossError
+
+PACKAGE_DIRS = tuple(str(Path(m.__file__).parent) for m in (lit_gans, lit_gans.callbacks, lit_gans.datamodules))
+USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLossError)
 
 
 class GANCLI(LightningCLI):
@@ -27,11 +35,49 @@ class GANCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
 
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        # --ckpt_path may name a folder (resume from its newest valid checkpoint) or a checkpoint that turns out
+        # corrupt (fall back to the newest valid one beside it, with a warning)
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        path = kwargs.get("ckpt_path")
+        if path and path not in ("last", "best", "hpc", "registry") and Path(path).exists():
+            kwargs["ckpt_path"] = str(resolve_checkpoint(path))
+        return kwargs
+
+
+def _user_error(err: BaseException) -> Optional[BaseException]:
+    """The package's own ValueError/FileNotFoundError/NonFiniteLossError behind ``err`` (jsonargparse and
+    Lightning wrap them), or ``None``."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, USER_ERRORS):
+            tb = current.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            if tb is not None and tb.tb_frame.f_code.co_filename.startswith(PACKAGE_DIRS):
+                return current
+        current = current.__cause__ or current.__context__
+    return None
+
 
 def main(args: Optional[list[str]] = None) -> GANCLI:
-    """Run the CLI on ``args`` (default: the command line); returns it, with ``.model`` and ``.trainer``."""
-    from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable  # noqa: F401  (registers the types)
+    """Run the CLI on ``args`` (default: the command line); returns it, with ``.model`` and ``.trainer``.
 
+    A bad parameter, a missing file or a diverged run ends with ``lit-gans: error: <message>`` and exit status 2,
+    without a Python traceback."""
+    try:
+        return _run(args)
+    except Exception as err:
+        user = _user_error(err)
+        if user is None:
+            raise
+        print(f"lit-gans: error: {user}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run(args: Optional[list[str]]) -> GANCLI:
     return GANCLI(
         GAN,
         ImageDataModule,

@@ -1,13 +1,15 @@
 """MNISTDataModule on the real MNIST files in torchvision's raw layout."""
 
 import gzip
+import os
 import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_MNIST
+SHARED_MNIST = Path(os.environ.get("LIT_GANS_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "mnist"
 
 from lit_gans.datamodules import MNISTDataModule
 

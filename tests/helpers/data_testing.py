@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-FONTS = sorted((Path(__file__).parent / "fixtures" / "fonts").glob("*.ttf"))
+FONTS = sorted((Path(__file__).parents[1] / "fixtures" / "fonts").glob("*.ttf"))
 BACKGROUND = (60, 110, 170)
 LEFT_EYE_COLOR, RIGHT_EYE_COLOR = (230, 30, 30), (30, 220, 30)
 
