@@ -23,6 +23,12 @@ from lit_gans.datamodules.preprocessing import SourceFile, Skipped, list_files, 
 from lit_gans.validation import check_choice, check_int
 
 GRAY = (128, 128, 128)
+#: Where the reference cat GANs download the CAT dataset (the original site is gone; archive.org keeps it).
+CAT_DATASET_URLS = (
+    "https://archive.org/download/CAT_DATASET/CAT_DATASET_01.zip",
+    "https://archive.org/download/CAT_DATASET/CAT_DATASET_02.zip",
+    "https://archive.org/download/CAT_DATASET/00000003_015.jpg.cat",  # the dataset's corrected annotation
+)
 #: The dataset's known errata: this annotation belongs to no image (its numbers are wrong), and the dataset's
 #: separately published ``00000003_015.jpg.cat`` is the missing annotation of ``00000003_015.jpg``.
 WRONG_ANNOTATIONS = ("00000003_019.jpg.cat",)
@@ -136,6 +142,8 @@ class CatFacesDataModule(CachedImageDataModule):
         exclude: outliers to leave out (drawings, corrupted or inverted images): file names or a text file of them.
         border: ``pad`` (fill a crop that leaves the image with gray) or ``skip`` (leave such faces out).
         horizontal_flip: random left-right flips while training (off by default).
+        download: fetch the two archives and the corrected annotation (:data:`CAT_DATASET_URLS`, about 2 GB) into
+            ``data_dir`` when it holds no images; the archives are read as they are, without extracting.
         **kwargs: see :class:`~lit_gans.datamodules.image_folder.CachedImageDataModule`.
     """
 
@@ -148,6 +156,7 @@ class CatFacesDataModule(CachedImageDataModule):
         exclude: Optional[Union[str, Sequence[str]]] = None,
         border: str = "pad",
         horizontal_flip: bool = False,
+        download: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.pop("channels", None)
@@ -156,6 +165,27 @@ class CatFacesDataModule(CachedImageDataModule):
         self.errata = errata
         self.exclude = read_exclusions(exclude)
         self.border = check_choice("border", border, ("pad", "skip"))
+        self.download = download
+
+    def prepare_data(self) -> Path:
+        if self.download and not (self.data_dir.is_dir() and list_files(self.data_dir, (".jpg",))):
+            self.download_dataset()
+        return super().prepare_data()
+
+    def download_dataset(self) -> None:
+        """Download :data:`CAT_DATASET_URLS` into ``data_dir``; a failure names the files and where to put them."""
+        from torchvision.datasets.utils import download_url
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for url in CAT_DATASET_URLS:
+            try:
+                download_url(url, str(self.data_dir))
+            except Exception as err:
+                names = ", ".join(Path(u).name for u in CAT_DATASET_URLS)
+                raise FileNotFoundError(
+                    f"CatFacesDataModule: could not download {url} ({err}). Put {names} (or the extracted CAT_00 ... "
+                    f"CAT_06 folders) in {self.data_dir} yourself, and pass download=False."
+                ) from err
 
     def cache_params(self) -> dict[str, Any]:
         return {

@@ -161,3 +161,19 @@ def test_horizontal_flip_is_off_by_default_and_flips_about_half_when_on(tmp_path
     flipped = [torch.equal(o, x.flip(-1)) for o, x in zip(out, batch[0])]
     kept = [torch.equal(o, x) for o, x in zip(out, batch[0])]
     assert all(f or k for f, k in zip(flipped, kept)) and 0 < sum(flipped) < 8
+
+
+def test_download_without_network_fails_fast_naming_the_files(tmp_path, monkeypatch):
+    import time
+
+    import lit_gans.datamodules.cat_faces as cat_faces
+
+    monkeypatch.setattr(cat_faces, "CAT_DATASET_URLS", ("http://127.0.0.1:9/CAT_DATASET_01.zip",) + cat_faces.CAT_DATASET_URLS[1:])
+    dm = CatFacesDataModule(tmp_path / "cats", download=True, cache_dir=tmp_path / "cache")
+    start = time.monotonic()
+    with pytest.raises(FileNotFoundError, match=r"could not download .*CAT_DATASET_01\.zip.*CAT_DATASET_02\.zip"):
+        dm.prepare_data()
+    assert time.monotonic() - start < 30
+    # with the images already there nothing is downloaded
+    write_cat_face(tmp_path / "have", "00000001_000.jpg")
+    assert CatFacesDataModule(tmp_path / "have", download=True, cache_dir=tmp_path / "c", preprocess_workers=0).prepare_data().exists()
