@@ -104,8 +104,8 @@ class GAN(LightningModule):
         torch.optim.Adam,
         {"lr": 2e-4, "betas": (0.5, 0.999)},
     )
-    #: whether the D loss differentiates through an input gradient (gradient penalties); rules out ``compile``.
-    needs_double_backward: ClassVar[bool] = False
+    #: why ``compile=True`` cannot work for this variant (``None``: it can).
+    compile_unsupported: ClassVar[Optional[str]] = None
     #: the objective used when ``objective`` is ``None``.
     default_objective: ClassVar[type[Objective]] = NonSaturatingLoss
     #: Not hyperparameters: networks and factories (kept out of ``hparams`` so checkpoints stay loadable).
@@ -177,11 +177,8 @@ class GAN(LightningModule):
             )
         joint = joint_discriminator_forward
         self.joint_discriminator_forward = not has_batchnorm if joint is None else joint
-        if compile and self.needs_double_backward:
-            raise ValueError(
-                f"compile=True is not supported for {type(self).__name__}: its gradient penalty needs a double "
-                "backward, which torch.compile does not support"
-            )
+        if compile and self.compile_unsupported:
+            raise ValueError(f"compile=True is not supported for {type(self).__name__}: {self.compile_unsupported}")
         self.channels_last = channels_last
         self.compile_networks = compile
         self.check_finite, self.max_nonfinite_steps = check_finite, max_nonfinite_steps

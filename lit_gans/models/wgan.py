@@ -101,7 +101,7 @@ class WGANGP(_WassersteinDCGAN):
         (5, 10.0, (0.0, 0.9))
     """
 
-    needs_double_backward = True
+    compile_unsupported = "its gradient penalty needs a double backward, which torch.compile does not support"
 
     def __init__(
         self,
