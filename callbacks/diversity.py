@@ -133,9 +133,9 @@ class DiversityMonitor(PeriodicCallback):
     def run(self, trainer: Trainer, pl_module: LightningModule) -> None:
         strategy, device = trainer.strategy, pl_module.device
         g = torch.Generator().manual_seed(self.seed + trainer.global_rank)
-        if self.real_ms_ssim is None:
+        if self.real_ms_ssim is None:  # the same real pairs on every rank: every rank reaches the same verdict
             real = self._real(trainer)
-            self.real_ms_ssim = pairwise_ms_ssim(real.to(device), generator=g).cpu()
+            self.real_ms_ssim = pairwise_ms_ssim(real.to(device), generator=torch.Generator().manual_seed(self.seed)).cpu()
             if self.classifier is not None:
                 self.real_counts = class_histogram(self._logits(real, device), self.num_classes).cpu()
         share = max(2, self.num_samples // trainer.world_size)
