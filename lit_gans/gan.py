@@ -479,6 +479,7 @@ class GAN(LightningModule):
 
     def setup(self, stage: str) -> None:
         _require_ddp_unused_parameters(self.trainer.strategy)
+        _destroy_process_group_at_worker_exit()
         from lit_gans.checkpoints import AtomicCheckpointIO
 
         if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # never leave a half-written checkpoint
@@ -524,6 +525,26 @@ def _sync_counters_from_buffers(module: GAN, incompatible_keys: Any) -> None:
     module._generator_step = int(module.generator_steps)
     module._critic_steps = int(module.critic_steps_since_generator)
     module._nonfinite_consecutive = {"discriminator": 0, "generator": 0}
+
+
+def _destroy_process_group_at_worker_exit() -> None:
+    """Processes started by ``ddp_spawn`` leave through ``os._exit``, which skips the ``atexit`` handler where
+    Lightning destroys the process group; gloo's threads then sometimes abort the worker at exit ("terminate called
+    without an active exception"). Multiprocessing's own finalizers do run there, so register the cleanup with them."""
+    import multiprocessing
+    from multiprocessing import util
+
+    if (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and multiprocessing.current_process().name != "MainProcess"
+    ):
+        util.Finalize(None, _destroy_process_group, exitpriority=10)
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _require_ddp_unused_parameters(strategy: Any) -> None:
