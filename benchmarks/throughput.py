@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from bench_utils import (
     REPO,
     VARIANTS,
@@ -68,7 +67,7 @@ def package_run(model, dm, batch_size, d_steps, warmup, precision="32-true", pro
 def throughput(args, dm, images) -> list[dict[str, Any]]:
     rows = []
     for name in args.variants:
-        plain, package, fast_plain, fast = [], [], [], []
+        plain, package, fast = [], [], []
         for repeat in range(args.repeats):
             seed_everything(repeat, verbose=False)
             model = VARIANTS[name]()

@@ -29,12 +29,8 @@ class PeriodicCallback(Callback):
     def __init__(
         self, every_n_generator_steps: Optional[int] = None, every_n_epochs: Optional[int] = None, at_train_end: bool = False
     ) -> None:
-        if every_n_generator_steps is not None:
-            check_int("every_n_generator_steps", every_n_generator_steps)
-        if every_n_epochs is not None:
-            check_int("every_n_epochs", every_n_epochs)
-        self.every_n_generator_steps = every_n_generator_steps
-        self.every_n_epochs = every_n_epochs
+        self.every_n_generator_steps = check_int("every_n_generator_steps", every_n_generator_steps, optional=True)
+        self.every_n_epochs = check_int("every_n_epochs", every_n_epochs, optional=True)
         self.at_train_end = at_train_end
         self._last_step: Optional[int] = None
 

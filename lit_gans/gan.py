@@ -157,10 +157,8 @@ class GAN(LightningModule):
         check_choice("on_nonfinite", on_nonfinite, ("skip", "rollback"))
         check_float("rollback_lr_factor", rollback_lr_factor)
         check_int("max_rollbacks", max_rollbacks, minimum=0)
-        if max_generator_steps is not None:
-            check_int("max_generator_steps", max_generator_steps)
-        if gradient_clip_val is not None:
-            check_float("gradient_clip_val", gradient_clip_val)
+        check_int("max_generator_steps", max_generator_steps, optional=True)
+        check_float("gradient_clip_val", gradient_clip_val, optional=True)
         self.generator = generator
         self.discriminator = discriminator
         self.objective = objective if objective is not None else self.default_objective()

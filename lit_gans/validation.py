@@ -12,13 +12,17 @@ def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> Any:
     return value
 
 
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
+def check_int(name: str, value: Any, minimum: int = 1, optional: bool = False) -> Any:
+    if optional and value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}={value!r} is out of range: it must be an integer >= {minimum}")
     return value
 
 
-def check_float(name: str, value: Any, minimum: float = 0.0, inclusive: bool = False) -> float:
+def check_float(name: str, value: Any, minimum: float = 0.0, inclusive: bool = False, optional: bool = False) -> Any:
+    if optional and value is None:
+        return None
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value >= minimum if inclusive else value > minimum)
     if not ok:
