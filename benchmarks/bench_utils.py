@@ -29,6 +29,16 @@ VARIANTS: dict[str, Callable[..., GAN]] = {
     "infogan": lambda **kw: InfoGAN(**kw),
 }
 
+#: The fast path's model options (with ``Trainer(precision=FAST_PRECISION)``; the joint D forward is on by itself
+#: where legal); see the README's speed section. ``compile`` is not in it: it measured slower on this CPU.
+FAST_PATH: dict[str, Any] = {"channels_last": True, "reuse_fake_for_generator": True}
+FAST_PRECISION = "bf16-mixed"
+
+
+def fast_model(name: str, **overrides: Any) -> GAN:
+    """Variant ``name`` with the fast-path options (and ``overrides``)."""
+    return VARIANTS[name](**{**FAST_PATH, **overrides})
+
 
 def mnist_data_dir(shared: Path, root: Path) -> Path:
     """torchvision's raw layout built from the real MNIST files of ``shared`` (the 10k test split serves as the

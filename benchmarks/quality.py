@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_utils import REPO, RESULTS, VARIANTS, machine, markdown_table, mnist_data_dir, save_results
+from bench_utils import (
+    FAST_PRECISION,
+    REPO,
+    RESULTS,
+    VARIANTS,
+    fast_model,
+    machine,
+    markdown_table,
+    mnist_data_dir,
+    save_results,
+)
 from lightning.pytorch import Callback, Trainer, seed_everything
 
 from lit_gans.callbacks import FIDCallback
@@ -25,10 +35,7 @@ from lit_gans.callbacks.diversity import class_histogram, mode_statistics
 from lit_gans.callbacks.features import MNISTClassifier
 from lit_gans.datamodules import MNISTDataModule
 
-PATHS = {
-    "default": ({}, "32-true"),
-    "fast": ({"channels_last": True, "compile": True}, "bf16-mixed"),
-}
+PATHS = {"default": "32-true", "fast": FAST_PRECISION}
 
 
 class WallClockEval(Callback):
@@ -83,10 +90,8 @@ def main() -> None:
     for name in args.models:
         for path in args.paths:
             seed_everything(0, verbose=False)
-            kwargs, precision = PATHS[path]
-            if VARIANTS[name]().compile_unsupported:  # e.g. a gradient penalty (double backward)
-                kwargs = {k: v for k, v in kwargs.items() if k != "compile"}
-            model = VARIANTS[name](**kwargs)
+            precision = PATHS[path]
+            model = fast_model(name) if path == "fast" else VARIANTS[name]()
             clock = WallClockEval(list(args.minutes), args.num_fake, cache)
             Trainer(max_epochs=-1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                     enable_progress_bar=False, enable_model_summary=False, precision=precision,

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from bench_utils import (
+    FAST_PATH,
+    FAST_PRECISION,
     REPO,
     VARIANTS,
+    fast_model,
     current_rss_mb,
     machine,
     markdown_table,
@@ -28,7 +31,7 @@ from bench_utils import (
     plain_loop,
     save_results,
 )
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 from lightning.pytorch.profilers import SimpleProfiler
 
 from lit_gans.callbacks import DiversityMonitor, FIDCallback, GradientNormMonitor, SampleGrid
@@ -74,9 +77,7 @@ def throughput(args, dm, images) -> list[dict[str, Any]]:
             plain.append(plain_loop(model, images, args.batch_size, args.d_steps, args.warmup))
             package.append(package_run(copy.deepcopy(model), dm, args.batch_size, args.d_steps, args.warmup))
             if args.fast:
-                compile_ok = VARIANTS[name]().compile_unsupported is None
-                fast_model = VARIANTS[name](channels_last=True, compile=compile_ok)
-                fast.append(package_run(fast_model, dm, args.batch_size, args.d_steps, args.warmup + args.compile_warmup, "bf16-mixed"))
+                fast.append(package_run(fast_model(name), dm, args.batch_size, args.d_steps, args.warmup, FAST_PRECISION))
             print(f"{name} repeat {repeat}: plain {plain[-1]:.0f}, package {package[-1]:.0f}" + (f", fast {fast[-1]:.0f}" if fast else "") + " img/s", flush=True)
         ratios = [p / q for p, q in zip(package, plain)]
         row = {
@@ -93,6 +94,64 @@ def throughput(args, dm, images) -> list[dict[str, Any]]:
                         "fast ratio min": min(fast_ratios)})
         rows.append(row)
     return rows
+
+
+#: The fast-path options added one at a time on DCGAN: (label, model options, precision).
+ABLATION = [
+    ("fp32 (default path)", {}, "32-true"),
+    ("+ bf16 autocast", {}, FAST_PRECISION),
+    ("+ channels-last", {"channels_last": True}, FAST_PRECISION),
+    ("+ reuse the fake batch for G (the fast path)", FAST_PATH, FAST_PRECISION),
+    ("+ compile", {**FAST_PATH, "compile": True}, FAST_PRECISION),
+]
+
+
+def ablation(args, dm, images) -> list[dict[str, Any]]:
+    """Each fast-path option's measured effect: DCGAN with the options added one at a time, against the plain fp32
+    loop of the same repeat; and the joint discriminator forward on WGAN-GP (DCGAN's BatchNorm critic forbids it)."""
+    ratios: dict[str, list[float]] = {label: [] for label, _, _ in ABLATION}
+    speeds: dict[str, list[float]] = {label: [] for label, _, _ in ABLATION}
+    joint = []
+    for repeat in range(args.repeats):
+        seed_everything(repeat, verbose=False)
+        plain = plain_loop(VARIANTS["dcgan"](), images, args.batch_size, args.d_steps, args.warmup)
+        for label, options, precision in ABLATION:
+            warmup = args.warmup + (args.compile_warmup if options.get("compile") else 0)
+            speeds[label].append(package_run(VARIANTS["dcgan"](**options), dm, args.batch_size, args.d_steps, warmup, precision))
+            ratios[label].append(speeds[label][-1] / plain)
+        separate, together = (
+            package_run(VARIANTS["wgan_gp"](joint_discriminator_forward=flag), dm, args.batch_size, args.d_steps, args.warmup)
+            for flag in (False, True)
+        )
+        joint.append(together / separate)
+        print(f"ablation repeat {repeat}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in ratios.items())
+              + f"; joint D forward {joint[-1]:.2f}", flush=True)
+    rows = [{"option": label, "img/s (median)": statistics.median(speeds[label]),
+             "x plain fp32 (median)": statistics.median(ratios[label]), "min": min(ratios[label]),
+             "max": max(ratios[label])} for label, _, _ in ABLATION]
+    rows.append({"option": "joint D forward (WGAN-GP, fp32) vs two forwards", "x plain fp32 (median)": statistics.median(joint),
+                 "min": min(joint), "max": max(joint)})
+    return rows
+
+
+class EmptyStep(LightningModule):
+    """Manual optimization with nothing to do: what Lightning's loop itself costs per batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx) -> None:
+        pass
+
+    def configure_optimizers(self):
+        return None
+
+
+def lightning_floor(args, dm) -> float:
+    """Microseconds per batch of ``Trainer.fit`` over the same loader with an empty training step."""
+    steps = 20 * args.d_steps
+    return 1e6 * args.batch_size / package_run(EmptyStep(), dm, args.batch_size, steps, args.warmup)
 
 
 def callback_overheads(args, dm) -> list[dict[str, Any]]:
@@ -189,6 +248,15 @@ def main() -> None:
         columns += ["fast img/s", "fast / plain fp32 (median)", "fast ratio min"]
     report = ["## Throughput (real images per second, MNIST 28x28, batch %d)" % args.batch_size, "", markdown_table(rows, columns)]
     payload: dict[str, Any] = {"machine": machine(), "args": vars(args), "throughput": rows}
+    floor = lightning_floor(args, dm)
+    payload["lightning us per batch"] = floor
+    report += ["", f"Lightning's own cost per batch (an empty training step over the same loader): {floor:.0f} us; "
+               "the plain loop's step time per variant is batch size / plain img/s."]
+    if args.fast:
+        options = ablation(args, dm, images)
+        payload["fast path options"] = options
+        report += ["", "## Fast-path options, one at a time (DCGAN; joint forward on WGAN-GP)", "",
+                   markdown_table(options, ["option", "img/s (median)", "x plain fp32 (median)", "min", "max"])]
     if not args.skip_overheads:
         overheads = callback_overheads(args, dm)
         memory = data_and_memory(args, dm)

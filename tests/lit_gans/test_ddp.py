@@ -17,6 +17,8 @@ VARIANTS = {
     "wgan_gp": lambda: WGANGP(latent_dim=8, n_critic=2, **CONV),
     "lsgan": lambda: LSGAN(latent_dim=8, **CONV),
     "infogan": lambda: InfoGAN(noise_dim=4, categorical_dim=3, continuous_dim=1, q_hidden_dim=8, **CONV),
+    # the fast path's G graph spans the D update: DDP must still reduce each backward's gradients
+    "wgan_gp_reused_fake": lambda: WGANGP(latent_dim=8, reuse_fake_for_generator=True, **CONV),
 }
 
 

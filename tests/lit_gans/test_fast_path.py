@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from gan_testing import RandomImages, tiny_trainer_kwargs
-from lightning.pytorch import Trainer
+from lightning.pytorch import Trainer, seed_everything
 
-from lit_gans import DCGAN, WGANGP, VanillaGAN
+from lit_gans import DCGAN, GAN, WGANGP, VanillaGAN
 from lit_gans.datamodules.base import InMemoryDataset, collate_batch
+from lit_gans.networks import MLPDiscriminator, MLPGenerator
 
 TINY = dict(image_shape=(1, 8, 8), latent_dim=4, generator_width=4, discriminator_width=4)
+
+
+def tiny_gan(**kwargs) -> GAN:
+    return GAN(MLPGenerator(4, (1, 8, 8), (16,)), MLPDiscriminator((1, 8, 8), (16,)), latent_dim=4, **kwargs)
 
 
 def test_joint_forward_is_on_exactly_when_legal():
@@ -62,3 +69,43 @@ def test_in_memory_dataset_reads_a_batch_with_one_index():
     x, y = next(iter(loader))
     assert torch.equal(x, images[:4]) and torch.equal(y, labels[:4])
     assert torch.equal(ds[3][0], images[3])  # single items still work
+
+
+def _generator_forwards(model, batches: int) -> int:
+    calls = []
+    model.generator.register_forward_hook(lambda *_: calls.append(1))
+    Trainer(**tiny_trainer_kwargs(max_steps=-1, limit_train_batches=batches, max_epochs=1)).fit(model, RandomImages(n=64))
+    return len(calls)
+
+
+@pytest.mark.parametrize("n_critic", [1, 3])
+def test_reusing_the_fake_batch_saves_one_generator_forward_per_generator_step(n_critic):
+    # 6 batches = 6 D steps and 6 / n_critic G steps; each G step normally runs its own generator forward
+    plain = _generator_forwards(tiny_gan(n_critic=n_critic), 6)
+    reused = _generator_forwards(tiny_gan(n_critic=n_critic, reuse_fake_for_generator=True), 6)
+    assert plain == 6 + 6 // n_critic and reused == 6
+
+
+def test_reused_fake_gives_the_generator_update_of_a_hand_written_step():
+    """One batch, k=1: D steps on G(z).detach(), then G steps on the updated D's score of the very same G(z)."""
+    seed_everything(0)
+    model = tiny_gan(noise_seed=7, reuse_fake_for_generator=True, max_generator_steps=1)
+    reference = copy.deepcopy(model)
+    data = RandomImages(n=8, batch_size=8)
+    Trainer(**tiny_trainer_kwargs()).fit(model, data)
+
+    g_opt, d_opt = reference.configure_optimizers()
+    G, D, objective = reference.generator, reference.discriminator, reference.objective
+    real = data.train_set.tensors[0]
+    z = torch.randn((8, 4), generator=torch.Generator().manual_seed(7))
+    fake = G(z)
+    d_loss = objective.discriminator_loss(D(real), D(fake.detach()))
+    d_opt.zero_grad()
+    d_loss.backward()
+    d_opt.step()
+    g_opt.zero_grad()
+    objective.generator_loss(D(fake)).backward()
+    g_opt.step()
+    for name in ("generator", "discriminator"):
+        for a, b in zip(getattr(model, name).parameters(), getattr(reference, name).parameters()):
+            assert torch.allclose(a, b, atol=1e-6), name

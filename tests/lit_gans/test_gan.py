@@ -223,3 +223,13 @@ def test_lr_schedulers_step_once_per_generator_step():
     Trainer(**tiny_trainer_kwargs()).fit(model, RandomImages(n=32))
     for opt in model.optimizers():
         assert opt.optimizer.param_groups[0]["lr"] == pytest.approx(2e-4 * 0.5**3)
+
+
+def test_fast_attribute_path_keeps_module_registration():
+    # the engine bypasses nn.Module.__setattr__ only for Lightning's per-hook `_current_fx_name`
+    model = tiny_gan()
+    model._current_fx_name = "training_step"
+    assert model._current_fx_name == "training_step" and "_current_fx_name" not in model._modules
+    model.extra_head = torch.nn.Linear(2, 2)
+    model.extra_weight = torch.nn.Parameter(torch.zeros(1))
+    assert "extra_head" in model._modules and "extra_weight" in model._parameters
