@@ -54,26 +54,38 @@ def mnist_data_dir(shared: Path, root: Path) -> Path:
     return root
 
 
-def plain_loop(model: GAN, images: torch.Tensor, batch_size: int, d_steps: int, warmup: int, bf16: bool = False) -> float:
+def plain_loop(
+    model: GAN, images: torch.Tensor, batch_size: int, d_steps: int, warmup: int, bf16: bool = False, device: str = "cpu"
+) -> float:
     """Real images per second of a hand-written loop over copies of ``model``'s networks, optimizers, losses,
     regularizers and k: one fresh real batch per D step, a G step after every ``n_critic`` D steps."""
-    model = copy.deepcopy(model)
+    model = copy.deepcopy(model).to(device)
+    images = images.to(device)
     g_opt, d_opt = model.configure_optimizers()
     G, D = model.generator, model.discriminator
-    gen = torch.Generator().manual_seed(0)
+    if model.channels_last:  # the model's own speed options, applied as its setup() would
+        G.to(memory_format=torch.channels_last)
+        D.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    if model.compile_networks:
+        G.compile()
+        D.compile()
+    gen = torch.Generator(device).manual_seed(0)
     model._noise_rng = gen
+    synchronize = torch.cuda.synchronize if images.is_cuda else (lambda: None)
     clip = getattr(model, "clip_value", None)
     value_clip = model.hparams.gradient_clip_val if model.hparams.gradient_clip_algorithm == "value" else None
-    perm = torch.randperm(len(images))
+    perm = torch.randperm(len(images), device=device)
     start = None
     for step in range(warmup + d_steps):
         if step == warmup:
+            synchronize()
             start = time.perf_counter()
         i = (step * batch_size) % (len(images) - batch_size)
         real = images[perm[i : i + batch_size]]
         for p in G.parameters():
             p.requires_grad_(False)
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        with torch.autocast(images.device.type, torch.bfloat16, enabled=bf16):
             z = model.sample_latent(batch_size)
             with torch.no_grad():
                 fake = G(z)
@@ -92,7 +104,7 @@ def plain_loop(model: GAN, images: torch.Tensor, batch_size: int, d_steps: int, 
         if (step + 1) % model.n_critic == 0:
             for p in D.parameters():
                 p.requires_grad_(False)
-            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            with torch.autocast(images.device.type, torch.bfloat16, enabled=bf16):
                 z = model.sample_latent(batch_size)
                 g_loss, _ = model.generator_loss(G(z), z)
             g_opt.zero_grad(set_to_none=True)
@@ -102,6 +114,7 @@ def plain_loop(model: GAN, images: torch.Tensor, batch_size: int, d_steps: int, 
             g_opt.step()
             for p in D.parameters():
                 p.requires_grad_(True)
+    synchronize()
     return d_steps * batch_size / (time.perf_counter() - start)
 
 

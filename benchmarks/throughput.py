@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from bench_utils import (
     FAST_PATH,
     FAST_PRECISION,
@@ -47,19 +49,26 @@ class Clock(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.batches == self.warmup:
+            _synchronize(pl_module)
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batches += 1
         if self.batches == self.warmup + self.d_steps:
+            _synchronize(pl_module)
             self.elapsed = time.perf_counter() - self.start
             trainer.should_stop = True
 
 
-def package_run(model, dm, batch_size, d_steps, warmup, precision="32-true", profiler=None) -> float:
+def _synchronize(pl_module) -> None:
+    if pl_module.device.type == "cuda":
+        torch.cuda.synchronize(pl_module.device)
+
+
+def package_run(model, dm, batch_size, d_steps, warmup, precision="32-true", profiler=None, accelerator="cpu") -> float:
     clock = Clock(warmup, d_steps)
     trainer = Trainer(
-        max_epochs=-1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        max_epochs=-1, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[clock], precision=precision,
         profiler=profiler,
     )
@@ -71,13 +80,18 @@ def throughput(args, dm, images) -> list[dict[str, Any]]:
     rows = []
     for name in args.variants:
         plain, package, fast = [], [], []
+        # time at least --min-seconds per measurement: a 3 ms step over 60 steps is too short a window to trust
+        rate = plain_loop(VARIANTS[name](), images, args.batch_size, args.d_steps, args.warmup)
+        steps = max(args.d_steps, math.ceil(args.min_seconds * rate / args.batch_size))
         for repeat in range(args.repeats):
             seed_everything(repeat, verbose=False)
             model = VARIANTS[name]()
-            plain.append(plain_loop(model, images, args.batch_size, args.d_steps, args.warmup))
-            package.append(package_run(copy.deepcopy(model), dm, args.batch_size, args.d_steps, args.warmup))
+            runs = [lambda: plain.append(plain_loop(model, images, args.batch_size, steps, args.warmup)),
+                    lambda: package.append(package_run(copy.deepcopy(model), dm, args.batch_size, steps, args.warmup))]
+            for run in runs if repeat % 2 == 0 else runs[::-1]:  # alternate the order: the machine's drift cancels
+                run()
             if args.fast:
-                fast.append(package_run(fast_model(name), dm, args.batch_size, args.d_steps, args.warmup, FAST_PRECISION))
+                fast.append(package_run(fast_model(name), dm, args.batch_size, steps, args.warmup, FAST_PRECISION))
             print(f"{name} repeat {repeat}: plain {plain[-1]:.0f}, package {package[-1]:.0f}" + (f", fast {fast[-1]:.0f}" if fast else "") + " img/s", flush=True)
         ratios = [p / q for p, q in zip(package, plain)]
         row = {
@@ -111,7 +125,7 @@ def ablation(args, dm, images) -> list[dict[str, Any]]:
     loop of the same repeat; and the joint discriminator forward on WGAN-GP (DCGAN's BatchNorm critic forbids it)."""
     ratios: dict[str, list[float]] = {label: [] for label, _, _ in ABLATION}
     speeds: dict[str, list[float]] = {label: [] for label, _, _ in ABLATION}
-    joint = []
+    joint: tuple[list[float], list[float]] = ([], [])
     for repeat in range(args.repeats):
         seed_everything(repeat, verbose=False)
         plain = plain_loop(VARIANTS["dcgan"](), images, args.batch_size, args.d_steps, args.warmup)
@@ -119,18 +133,21 @@ def ablation(args, dm, images) -> list[dict[str, Any]]:
             warmup = args.warmup + (args.compile_warmup if options.get("compile") else 0)
             speeds[label].append(package_run(VARIANTS["dcgan"](**options), dm, args.batch_size, args.d_steps, warmup, precision))
             ratios[label].append(speeds[label][-1] / plain)
-        separate, together = (
-            package_run(VARIANTS["wgan_gp"](joint_discriminator_forward=flag), dm, args.batch_size, args.d_steps, args.warmup)
-            for flag in (False, True)
-        )
-        joint.append(together / separate)
+        for path, (options, precision) in enumerate((({}, "32-true"), (FAST_PATH, FAST_PRECISION))):
+            separate, together = (
+                package_run(VARIANTS["wgan_gp"](joint_discriminator_forward=flag, **options), dm, args.batch_size,
+                            args.d_steps, args.warmup, precision)
+                for flag in (False, True)
+            )
+            joint[path].append(together / separate)
         print(f"ablation repeat {repeat}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in ratios.items())
-              + f"; joint D forward {joint[-1]:.2f}", flush=True)
+              + f"; joint D forward fp32 {joint[0][-1]:.2f}, fast path {joint[1][-1]:.2f}", flush=True)
     rows = [{"option": label, "img/s (median)": statistics.median(speeds[label]),
              "x plain fp32 (median)": statistics.median(ratios[label]), "min": min(ratios[label]),
              "max": max(ratios[label])} for label, _, _ in ABLATION]
-    rows.append({"option": "joint D forward (WGAN-GP, fp32) vs two forwards", "x plain fp32 (median)": statistics.median(joint),
-                 "min": min(joint), "max": max(joint)})
+    for label, values in zip(("fp32", "fast path"), joint):
+        rows.append({"option": f"joint D forward vs two forwards (WGAN-GP, {label})", "speedup (median)": statistics.median(values),
+                     "min": min(values), "max": max(values)})
     return rows
 
 
@@ -190,6 +207,7 @@ def callback_overheads(args, dm) -> list[dict[str, Any]]:
 
     probe = Probe()
     Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            default_root_dir=tempfile.mkdtemp(),  # SampleGrid writes its PNGs there, not into the working tree
             enable_model_summary=False, callbacks=[probe]).fit(copy.deepcopy(model), dm)
     rows = []
     for cb, every in [*callbacks, (monitor, 25)]:
@@ -230,7 +248,8 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--d-steps", type=int, default=60)
+    parser.add_argument("--d-steps", type=int, default=60, help="D steps timed per measurement (at least)")
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="more D steps for fast variants, to time this long")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--compile-warmup", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -256,7 +275,7 @@ def main() -> None:
         options = ablation(args, dm, images)
         payload["fast path options"] = options
         report += ["", "## Fast-path options, one at a time (DCGAN; joint forward on WGAN-GP)", "",
-                   markdown_table(options, ["option", "img/s (median)", "x plain fp32 (median)", "min", "max"])]
+                   markdown_table(options, ["option", "img/s (median)", "x plain fp32 (median)", "speedup (median)", "min", "max"])]
     if not args.skip_overheads:
         overheads = callback_overheads(args, dm)
         memory = data_and_memory(args, dm)
@@ -265,7 +284,7 @@ def main() -> None:
                    markdown_table(overheads, ["callback", "every n generator steps", "seconds per evaluation", "share of training time"]),
                    "", "## Data loading and memory (DCGAN)", "", markdown_table([memory], list(memory))]
     report += ["", f"Machine: {machine()}", "", "Command: `python benchmarks/throughput.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("repeats", "d_steps")) + "`"]
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("repeats", "d_steps", "min_seconds")) + "`"]
     text = "\n".join(report)
     print(text)
     print("written", save_results("throughput", payload, text))
