@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from lightning.pytorch import Callback, Trainer
 
 from lit_gans import DCGAN, GAN, LSGAN, WGAN, WGANGP, InfoGAN, VanillaGAN
 
@@ -116,6 +117,42 @@ def plain_loop(
                 p.requires_grad_(True)
     synchronize()
     return d_steps * batch_size / (time.perf_counter() - start)
+
+
+class Clock(Callback):
+    """Times training batches ``warmup`` .. ``warmup + d_steps`` (every batch is one D step)."""
+
+    def __init__(self, warmup: int, d_steps: int) -> None:
+        self.warmup, self.d_steps, self.batches = warmup, d_steps, 0
+        self.start = self.elapsed = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.batches == self.warmup:
+            _synchronize(pl_module)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches += 1
+        if self.batches == self.warmup + self.d_steps:
+            _synchronize(pl_module)
+            self.elapsed = time.perf_counter() - self.start
+            trainer.should_stop = True
+
+
+def _synchronize(pl_module) -> None:
+    if pl_module.device.type == "cuda":
+        torch.cuda.synchronize(pl_module.device)
+
+
+def package_run(model, dm, batch_size, d_steps, warmup, precision="32-true", profiler=None, accelerator="cpu") -> float:
+    clock = Clock(warmup, d_steps)
+    trainer = Trainer(
+        max_epochs=-1, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[clock], precision=precision,
+        profiler=profiler,
+    )
+    trainer.fit(model, dm)
+    return d_steps * batch_size / clock.elapsed
 
 
 def machine() -> dict[str, Any]:

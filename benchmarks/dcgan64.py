@@ -17,9 +17,8 @@ import statistics
 from typing import Any
 
 import torch
-from bench_utils import machine, markdown_table, peak_rss_mb, plain_loop, save_results
+from bench_utils import machine, markdown_table, package_run, peak_rss_mb, plain_loop, save_results
 from lightning.pytorch import seed_everything
-from throughput import package_run
 
 from lit_gans import DCGAN
 from lit_gans.datamodules import ImageDataModule

@@ -4,13 +4,14 @@ training time, for DCGAN, WGAN-GP and LSGAN, on the package's default path and i
     python benchmarks/quality.py                                   # 1, 2, 5, 10 minutes per run
     python benchmarks/quality.py --minutes 1 2 3 --models dcgan    # quicker
 
-The clock counts training only (evaluations pause it; compilation on the fast path counts). Writes
-benchmarks/results/quality.{md,json} and quality.png (with matplotlib installed). Run by hand.
+The clock counts training only (evaluations pause it). Writes benchmarks/results/quality.{md,json} and
+quality.png (with matplotlib installed; `--replot` redraws it from the JSON). Run by hand.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -82,7 +83,11 @@ def main() -> None:
     parser.add_argument("--minutes", nargs="+", type=float, default=[1, 2, 5, 10])
     parser.add_argument("--num-fake", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from results/quality.json")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads((RESULTS / "quality.json").read_text())["rows"])
+        return
 
     data_dir = mnist_data_dir(args.shared, Path(tempfile.mkdtemp()))
     cache = tempfile.mkdtemp()
@@ -105,6 +110,11 @@ def main() -> None:
     ])
     print(text)
     save_results("quality", {"machine": machine(), "args": vars(args), "rows": rows}, text)
+    plot(rows)
+
+
+def plot(rows: list[dict[str, Any]]) -> None:
+    """FID against training minutes: one colour per model, solid for the default path, dashed for the fast one."""
     try:
         import matplotlib
 
@@ -114,10 +124,13 @@ def main() -> None:
         print("matplotlib is not installed: no plot (pip install matplotlib)")
         return
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name in args.models:
-        for path in args.paths:
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    for colour, name in enumerate(models):
+        for path in PATHS:
             pts = [(r["minutes"], r["fid"]) for r in rows if r["model"] == name and r["path"] == path]
-            ax.plot(*zip(*pts), marker="o", linestyle="-" if path == "default" else "--", label=f"{name} ({path})")
+            if pts:
+                ax.plot(*zip(*pts), marker="o", color=f"C{colour}", linestyle="-" if path == "default" else "--",
+                        label=f"{name} ({path})")
     ax.set(xlabel="training minutes (2 CPU cores)", ylabel="FID (MNIST features)", yscale="log", title="Quality per minute")
     ax.legend()
     fig.tight_layout()

@@ -18,62 +18,36 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from bench_utils import (
     FAST_PATH,
     FAST_PRECISION,
     REPO,
     VARIANTS,
-    fast_model,
     current_rss_mb,
+    fast_model,
     machine,
     markdown_table,
     mnist_data_dir,
+    package_run,
     peak_rss_mb,
     plain_loop,
     save_results,
 )
-from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.profilers import SimpleProfiler
+from lightning_cost import lightning_cost
 
 from lit_gans.callbacks import DiversityMonitor, FIDCallback, GradientNormMonitor, SampleGrid
 from lit_gans.datamodules import MNISTDataModule
 
 
-class Clock(Callback):
-    """Times training batches ``warmup`` .. ``warmup + d_steps`` (every batch is one D step)."""
-
-    def __init__(self, warmup: int, d_steps: int) -> None:
-        self.warmup, self.d_steps, self.batches = warmup, d_steps, 0
-        self.start = self.elapsed = None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.batches == self.warmup:
-            _synchronize(pl_module)
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.batches += 1
-        if self.batches == self.warmup + self.d_steps:
-            _synchronize(pl_module)
-            self.elapsed = time.perf_counter() - self.start
-            trainer.should_stop = True
-
-
-def _synchronize(pl_module) -> None:
-    if pl_module.device.type == "cuda":
-        torch.cuda.synchronize(pl_module.device)
-
-
-def package_run(model, dm, batch_size, d_steps, warmup, precision="32-true", profiler=None, accelerator="cpu") -> float:
-    clock = Clock(warmup, d_steps)
-    trainer = Trainer(
-        max_epochs=-1, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[clock], precision=precision,
-        profiler=profiler,
-    )
-    trainer.fit(model, dm)
-    return d_steps * batch_size / clock.elapsed
+def ratio_stats(values: list[float], baseline: list[float], prefix: str) -> dict[str, float]:
+    """Min, median and max over repeats of ``values / baseline`` (runs of the same repeat), and best against best
+    (other processes only ever slow a run down, as ``timeit`` notes; one undisturbed run on one side skews it, so
+    read it beside the median)."""
+    ratios = [v / b for v, b in zip(values, baseline)]
+    return {f"{prefix} min": min(ratios), f"{prefix} median": statistics.median(ratios), f"{prefix} max": max(ratios),
+            f"{prefix} best/best": max(values) / max(baseline)}
 
 
 def throughput(args, dm, images) -> list[dict[str, Any]]:
@@ -93,19 +67,10 @@ def throughput(args, dm, images) -> list[dict[str, Any]]:
             if args.fast:
                 fast.append(package_run(fast_model(name), dm, args.batch_size, steps, args.warmup, FAST_PRECISION))
             print(f"{name} repeat {repeat}: plain {plain[-1]:.0f}, package {package[-1]:.0f}" + (f", fast {fast[-1]:.0f}" if fast else "") + " img/s", flush=True)
-        ratios = [p / q for p, q in zip(package, plain)]
-        row = {
-            "variant": name,
-            "plain img/s": statistics.median(plain),
-            "package img/s": statistics.median(package),
-            "ratio min": min(ratios),
-            "ratio median": statistics.median(ratios),
-            "ratio max": max(ratios),
-        }
+        row = {"variant": name, "plain img/s": max(plain), "package img/s": max(package),
+               **ratio_stats(package, plain, "package / plain")}
         if fast:
-            fast_ratios = [f / q for f, q in zip(fast, plain)]
-            row.update({"fast img/s": statistics.median(fast), "fast / plain fp32 (median)": statistics.median(fast_ratios),
-                        "fast ratio min": min(fast_ratios)})
+            row.update({"fast img/s": max(fast), **ratio_stats(fast, plain, "fast / plain")})
         rows.append(row)
     return rows
 
@@ -123,52 +88,27 @@ ABLATION = [
 def ablation(args, dm, images) -> list[dict[str, Any]]:
     """Each fast-path option's measured effect: DCGAN with the options added one at a time, against the plain fp32
     loop of the same repeat; and the joint discriminator forward on WGAN-GP (DCGAN's BatchNorm critic forbids it)."""
-    ratios: dict[str, list[float]] = {label: [] for label, _, _ in ABLATION}
+    plain: list[float] = []
     speeds: dict[str, list[float]] = {label: [] for label, _, _ in ABLATION}
-    joint: tuple[list[float], list[float]] = ([], [])
+    joint = {(path, flag): [] for path in ("fp32", "fast path") for flag in (False, True)}
     for repeat in range(args.repeats):
         seed_everything(repeat, verbose=False)
-        plain = plain_loop(VARIANTS["dcgan"](), images, args.batch_size, args.d_steps, args.warmup)
+        plain.append(plain_loop(VARIANTS["dcgan"](), images, args.batch_size, args.d_steps, args.warmup))
         for label, options, precision in ABLATION:
             warmup = args.warmup + (args.compile_warmup if options.get("compile") else 0)
             speeds[label].append(package_run(VARIANTS["dcgan"](**options), dm, args.batch_size, args.d_steps, warmup, precision))
-            ratios[label].append(speeds[label][-1] / plain)
-        for path, (options, precision) in enumerate((({}, "32-true"), (FAST_PATH, FAST_PRECISION))):
-            separate, together = (
-                package_run(VARIANTS["wgan_gp"](joint_discriminator_forward=flag, **options), dm, args.batch_size,
-                            args.d_steps, args.warmup, precision)
-                for flag in (False, True)
-            )
-            joint[path].append(together / separate)
-        print(f"ablation repeat {repeat}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in ratios.items())
-              + f"; joint D forward fp32 {joint[0][-1]:.2f}, fast path {joint[1][-1]:.2f}", flush=True)
-    rows = [{"option": label, "img/s (median)": statistics.median(speeds[label]),
-             "x plain fp32 (median)": statistics.median(ratios[label]), "min": min(ratios[label]),
-             "max": max(ratios[label])} for label, _, _ in ABLATION]
-    for label, values in zip(("fp32", "fast path"), joint):
-        rows.append({"option": f"joint D forward vs two forwards (WGAN-GP, {label})", "speedup (median)": statistics.median(values),
-                     "min": min(values), "max": max(values)})
+        for (path, flag), values in joint.items():
+            options, precision = ({}, "32-true") if path == "fp32" else (FAST_PATH, FAST_PRECISION)
+            model = VARIANTS["wgan_gp"](**{**options, "joint_discriminator_forward": flag})
+            values.append(package_run(model, dm, args.batch_size, args.d_steps, args.warmup, precision))
+        print(f"ablation repeat {repeat}: plain {plain[-1]:.0f}, " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in speeds.items())
+              + " img/s; WGAN-GP " + ", ".join(f"{path} joint={flag} {v[-1]:.0f}" for (path, flag), v in joint.items()), flush=True)
+    rows = [{"option": label, "img/s": max(speeds[label]), **ratio_stats(speeds[label], plain, "x plain fp32")}
+            for label, _, _ in ABLATION]
+    for path in ("fp32", "fast path"):
+        rows.append({"option": f"joint D forward (WGAN-GP, {path})", "img/s": max(joint[path, True]),
+                     **ratio_stats(joint[path, True], joint[path, False], "x two forwards")})
     return rows
-
-
-class EmptyStep(LightningModule):
-    """Manual optimization with nothing to do: what Lightning's loop itself costs per batch."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.automatic_optimization = False
-
-    def training_step(self, batch, batch_idx) -> None:
-        pass
-
-    def configure_optimizers(self):
-        return None
-
-
-def lightning_floor(args, dm) -> float:
-    """Microseconds per batch of ``Trainer.fit`` over the same loader with an empty training step."""
-    steps = 20 * args.d_steps
-    return 1e6 * args.batch_size / package_run(EmptyStep(), dm, args.batch_size, steps, args.warmup)
 
 
 def callback_overheads(args, dm) -> list[dict[str, Any]]:
@@ -262,20 +202,24 @@ def main() -> None:
     dm.setup()
     images = dm.train_set.tensors[0]
     rows = throughput(args, dm, images)
-    columns = ["variant", "plain img/s", "package img/s", "ratio min", "ratio median", "ratio max"]
+    stats = ("min", "median", "max", "best/best")
+    columns = ["variant", "plain img/s", "package img/s", *(f"package / plain {k}" for k in stats)]
     if args.fast:
-        columns += ["fast img/s", "fast / plain fp32 (median)", "fast ratio min"]
-    report = ["## Throughput (real images per second, MNIST 28x28, batch %d)" % args.batch_size, "", markdown_table(rows, columns)]
+        columns += ["fast img/s", *(f"fast / plain {k}" for k in stats)]
+    report = ["## Throughput (real images per second, best of %d repeats; MNIST 28x28, batch %d)" % (args.repeats, args.batch_size),
+              "", markdown_table(rows, columns)]
     payload: dict[str, Any] = {"machine": machine(), "args": vars(args), "throughput": rows}
-    floor = lightning_floor(args, dm)
-    payload["lightning us per batch"] = floor
-    report += ["", f"Lightning's own cost per batch (an empty training step over the same loader): {floor:.0f} us; "
-               "the plain loop's step time per variant is batch size / plain img/s."]
+    cost = lightning_cost(dm, steps=20 * args.d_steps, warmup=args.warmup, repeats=1)
+    payload["lightning cost"] = cost
+    report += ["", "Lightning's own cost (`benchmarks/lightning_cost.py`): its loop {:.0f} us per batch, its "
+               "manual-optimization wrappers {:.0f} us per optimizer step; a plain step takes batch size / plain img/s."
+               .format(*cost.values())]
     if args.fast:
         options = ablation(args, dm, images)
         payload["fast path options"] = options
         report += ["", "## Fast-path options, one at a time (DCGAN; joint forward on WGAN-GP)", "",
-                   markdown_table(options, ["option", "img/s (median)", "x plain fp32 (median)", "speedup (median)", "min", "max"])]
+                   markdown_table(options, ["option", "img/s", *(f"x plain fp32 {k}" for k in stats),
+                                            *(f"x two forwards {k}" for k in stats)])]
     if not args.skip_overheads:
         overheads = callback_overheads(args, dm)
         memory = data_and_memory(args, dm)
