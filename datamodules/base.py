@@ -7,7 +7,7 @@ from typing import Any, Optional
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, TensorDataset
 
 from lit_gans.validation import check_float, check_int
 
@@ -120,13 +120,17 @@ class ImageDataModule(LightningDataModule):
         self.train_set = TensorDataset(images[train_idx], labels[train_idx])
         self.val_set = TensorDataset(images[val_idx], labels[val_idx]) if len(val_idx) else None
 
+    def train_sampler(self, dataset: Dataset) -> Sampler:
+        """The order of training samples: a shuffle that depends only on ``(seed, epoch)``."""
+        return EpochShuffleSampler(dataset, self.seed)
+
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         if isinstance(dataset, TensorDataset):  # read whole batches with one index instead of per sample
             dataset = InMemoryDataset(*dataset.tensors)
         return ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(dataset, self.seed) if train else None,
+            sampler=self.train_sampler(dataset) if train else None,
             # Equal batches: BatchNorm statistics and DDP ranks stay comparable; GANs never need the remainder.
             drop_last=train,
             num_workers=self.num_workers,

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
-from lit_gans.datamodules.base import ImageDataModule, InMemoryDataset, ResumableDataLoader, collate_batch, to_unit_range
+from lit_gans.datamodules.base import ImageDataModule, to_unit_range
 from lit_gans.datamodules.preprocessing import (
     IMAGE_SUFFIXES,
     SourceFile,
@@ -155,17 +155,12 @@ class CachedImageDataModule(ImageDataModule):
         self._set_tensors(to_unit_range(payload["images"]), payload["labels"])
 
     # ------------------------------------------------------------------ loading
-    def train_dataloader(self) -> DataLoader:
+    def train_sampler(self, dataset: Dataset) -> Sampler:
         if not self.balanced_classes:
-            return super().train_dataloader()
-        if self.train_set is None:
-            self.setup("fit")
+            return super().train_sampler(dataset)
         labels = self.train_set.tensors[1]
         weights = 1.0 / torch.bincount(labels).double()[labels]
-        sampler = WeightedRandomSampler(weights, num_samples=len(labels), generator=torch.Generator().manual_seed(self.seed))
-        return ResumableDataLoader(InMemoryDataset(*self.train_set.tensors), batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          collate_fn=collate_batch)
+        return WeightedRandomSampler(weights, num_samples=len(labels), generator=torch.Generator().manual_seed(self.seed))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.horizontal_flip and self.trainer is not None and self.trainer.training:
