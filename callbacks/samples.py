@@ -73,11 +73,13 @@ class SampleGrid(PeriodicCallback):
             frames[0].save(path, save_all=True, append_images=frames[1:], duration=self.gif_frame_ms, loop=0)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "frames": list(self.frames)}
+        # as tensors: a checkpoint of tensors and plain types loads with torch.load(weights_only=True), which
+        # Lightning uses when resuming
+        return {**super().state_dict(), "frames": [torch.from_numpy(f) for f in self.frames]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self.frames = list(state_dict.get("frames", []))
+        self.frames = [np.asarray(f) for f in state_dict.get("frames", [])]
 
 
 __all__ = ["SampleGrid"]

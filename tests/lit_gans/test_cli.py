@@ -55,6 +55,10 @@ def test_every_config_runs_with_fast_dev_run(
     assert cli.model.critic_steps_since_generator.item() + cli.model.generator_step >= 1
     kinds = {type(c).__name__ for c in cli.trainer.callbacks}
     assert {"FIDCallback", "DiversityMonitor", "GradientNormMonitor", "SampleGrid", "ModelCheckpoint"} <= kinds
+    # its checkpoint (hyperparameters, callback states) holds only tensors and plain types: Lightning resumes
+    # with torch.load(weights_only=True)
+    cli.trainer.save_checkpoint(tmp_path / "saved.ckpt")
+    assert torch.load(tmp_path / "saved.ckpt", weights_only=True)["callbacks"]
 
 
 def test_cli_trains_links_shape_and_logs_offline_to_wandb(mnist_dir, tmp_path, monkeypatch):
