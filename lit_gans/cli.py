@@ -9,17 +9,23 @@ Example::
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 import lit_gans
 import lit_gans.callbacks
 from lit_gans.checkpoints import resolve_checkpoint
 from lit_gans.datamodules import ImageDataModule
 from lit_gans.gan import GAN, NonFiniteLossError
+from lit_gans.loggers import wandb_run_in_checkpoint
 
 PACKAGE_DIRS = tuple(str(Path(m.__file__).parent) for m in (lit_gans, lit_gans.callbacks, lit_gans.datamodules))
 USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLossError)
@@ -35,14 +41,43 @@ class GANCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
 
-    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        path = config.get("ckpt_path")
+        if not path or path in ("last", "best", "hpc", "registry") or not Path(path).exists():
+            return
         # --ckpt_path may name a folder (resume from its newest valid checkpoint) or a checkpoint that turns out
         # corrupt (fall back to the newest valid one beside it, with a warning)
-        kwargs = super()._prepare_subcommand_kwargs(subcommand)
-        path = kwargs.get("ckpt_path")
-        if path and path not in ("last", "best", "hpc", "registry") and Path(path).exists():
-            kwargs["ckpt_path"] = str(resolve_checkpoint(path))
-        return kwargs
+        config["ckpt_path"] = str(resolve_checkpoint(path))
+        if self.subcommand == "fit":
+            continue_wandb_run(config.trainer.logger, config["ckpt_path"])
+
+
+def continue_wandb_run(logger_config: Any, checkpoint_path: str) -> None:
+    """Point the configured W&B logger at the run the checkpoint's training logged to, so that a resumed fit
+    continues one run (curves, and checkpoints in the same ``<project>/<run id>`` folder) instead of starting a new
+    one. Only when the config names no run (``version``/``id`` unset) and the same project."""
+    run = wandb_run_in_checkpoint(checkpoint_path)
+    if run is None:
+        return
+    for entry in logger_config if isinstance(logger_config, list) else [logger_config]:
+        if not isinstance(entry, Namespace) or not issubclass(_class(entry.class_path), LightningWandbLogger):
+            continue
+        init_args = entry.get("init_args") or Namespace()
+        project = init_args.get("project") or os.environ.get("WANDB_PROJECT")
+        if init_args.get("version") or init_args.get("id") or (project and project != run["project"]):
+            return
+        init_args["version"] = run["id"]
+        if "resume" in init_args and init_args["resume"] is None:  # Lightning's "allow" unless the config says otherwise
+            init_args["resume"] = "allow"
+        entry["init_args"] = init_args
+        rank_zero_info(f"lit_gans: continuing W&B run {run['id']} of project {run['project']}")
+        return
+
+
+def _class(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def _user_error(err: BaseException) -> Optional[BaseException]:

@@ -33,6 +33,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from lit_gans.loggers import WANDB_RUN_KEY, wandb_run_of
 from lit_gans.objectives import NonSaturatingLoss, Objective
 from lit_gans.validation import check_choice, check_float, check_int
 
@@ -524,6 +525,9 @@ class GAN(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._noise_rng is not None:
             checkpoint["lit_gans_noise_rng_state"] = self._noise_rng.get_state()
+        run = wandb_run_of(self.trainer) if self._trainer is not None else None
+        if run is not None:
+            checkpoint[WANDB_RUN_KEY] = run
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Only rank 0 writes checkpoints, so only rank 0 continues its exact noise stream; other ranks re-derive

@@ -5,11 +5,14 @@ from __future__ import annotations
 import netrc
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 from urllib.parse import urlsplit
 
+import torch
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info
+
+WANDB_RUN_KEY = "lit_gans_wandb_run"
 
 
 def wandb_api_key_configured() -> bool:
@@ -58,5 +61,29 @@ class WandbLogger(_LightningWandbLogger):
         if offline:
             kwargs["mode"] = "offline"
             log_model = False  # nothing can be uploaded offline; Lightning would raise
+        # LightningCLI passes every wandb.init argument, unset ones as None; a None would override Lightning's own
+        # choices (resume="allow", which lets a resumed fit continue its run) with wandb.init's defaults
+        kwargs = {key: value for key, value in kwargs.items() if value is not None}
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(name=name, save_dir=save_dir, project=project, log_model=log_model, **kwargs)
+
+
+def wandb_run_of(trainer: Any) -> Optional[dict[str, str]]:
+    """``{"id", "project"}`` of the W&B run the trainer's first ``WandbLogger`` writes to (``None`` without one, or
+    before its run exists). The engine stores it in every checkpoint so that a resumed fit continues that run."""
+    for logger in trainer.loggers:
+        if isinstance(logger, _LightningWandbLogger) and logger.version:
+            return {"id": str(logger.version), "project": str(logger.name)}
+    return None
+
+
+def wandb_run_in_checkpoint(path: Union[str, os.PathLike]) -> Optional[dict[str, str]]:
+    """The W&B run a checkpoint's training logged to, ``{"id", "project"}``, or ``None``.
+
+    Example::
+
+        run = wandb_run_in_checkpoint("lightning_logs/lit-gans/ab12cd34/checkpoints/last.ckpt")
+        logger = WandbLogger(project=run["project"], version=run["id"])  # the resumed fit continues that run
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    return checkpoint.get(WANDB_RUN_KEY) if isinstance(checkpoint, dict) else None

@@ -12,6 +12,7 @@ from data_testing import FONTS, write_cat_face
 
 from lit_gans.cli import main
 from lit_gans.datamodules import render_font_dataset
+from lit_gans.loggers import wandb_run_in_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -89,6 +90,34 @@ def test_cli_trains_links_shape_and_logs_offline_to_wandb(mnist_dir, tmp_path, m
     state = torch.load(ckpts[0], weights_only=False)
     assert int(state["state_dict"]["generator_steps"]) == 6 and len(state["optimizer_states"]) == 2
     assert (tmp_path / "lightning_logs" / "config.yaml").exists()
+
+
+def test_resuming_from_a_checkpoint_folder_continues_the_wandb_run(mnist_dir, tmp_path, monkeypatch):
+    import wandb
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    args = [
+        "fit", "--config", str(REPO / "configs" / "dcgan_mnist.yaml"), *data_args(mnist_dir),
+        "--data.init_args.image_size=32", "--data.init_args.batch_size=16", "--model.init_args.generator_width=8",
+        "--model.init_args.discriminator_width=8", "--trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    first = main([*args, "--model.init_args.max_generator_steps=3"])
+    run_id = first.trainer.logger.version
+    wandb.finish()  # as when the first process exits
+    checkpoints = tmp_path / "lightning_logs" / "lit-gans" / run_id / "checkpoints"
+    assert wandb_run_in_checkpoint(checkpoints / "last.ckpt") == {"id": run_id, "project": "lit-gans"}
+
+    second = main([*args, "--model.init_args.max_generator_steps=5", f"--ckpt_path={checkpoints}"])  # a folder
+    assert second.model.generator_step == 5 and second.trainer.global_step == 10  # resumed at 3, not restarted
+    assert second.trainer.logger.version == run_id
+    assert [p.name.rsplit("-", 1)[1] for p in (tmp_path / "lightning_logs" / "wandb").glob("offline-run-*")] == [run_id] * 2
+    assert [p.name for p in (tmp_path / "lightning_logs" / "lit-gans").iterdir()] == [run_id]  # one checkpoint folder
+    assert int(torch.load(checkpoints / "last.ckpt", weights_only=False)["state_dict"]["generator_steps"]) == 5
+    # a config naming another run is obeyed
+    wandb.finish()
+    third = main([*args, "--model.init_args.max_generator_steps=6", f"--ckpt_path={checkpoints}", "--trainer.logger.init_args.version=other"])
+    assert third.trainer.logger.version == "other"
 
 
 def test_optimizers_are_set_per_network_from_the_command_line(mnist_dir, tmp_path, monkeypatch):

@@ -33,3 +33,10 @@ def test_key_in_env_or_netrc_means_online(tmp_path, monkeypatch):
 def test_explicit_wandb_mode_wins(tmp_path, monkeypatch, mode):
     monkeypatch.setenv("WANDB_MODE", mode)
     assert WandbLogger(save_dir=str(tmp_path))._wandb_init.get("mode") is None  # wandb reads WANDB_MODE itself
+
+
+def test_unset_wandb_init_arguments_keep_lightnings_resume_allow(tmp_path):
+    # LightningCLI passes every wandb.init argument, unset ones as None
+    logger = WandbLogger(save_dir=str(tmp_path), mode="disabled", resume=None, id=None, tags=None, version="abc")
+    assert logger._wandb_init["resume"] == "allow" and logger._wandb_init["id"] == "abc"
+    assert "tags" not in logger._wandb_init
