@@ -1,4 +1,6 @@
-from lit_gans.cli import main
+import sys
+
+from lit_gans.cli import console_main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(console_main())

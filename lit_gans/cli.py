@@ -112,6 +112,13 @@ def main(args: Optional[list[str]] = None) -> GANCLI:
         raise SystemExit(2) from None
 
 
+def console_main() -> int:
+    """The ``lit-gans`` console script and ``python -m lit_gans``: :func:`main` on the command line, exit status 0
+    when it finishes (a console script passes its return value to ``sys.exit``, so it must not be the CLI)."""
+    main()
+    return 0
+
+
 def _run(args: Optional[list[str]]) -> GANCLI:
     return GANCLI(
         GAN,
@@ -126,4 +133,4 @@ def _run(args: Optional[list[str]]) -> GANCLI:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(console_main())

@@ -139,6 +139,15 @@ def test_optimizers_are_set_per_network_from_the_command_line(mnist_dir, tmp_pat
     assert isinstance(g_opt, torch.optim.Adam) and g_opt.defaults["lr"] == 1e-3
 
 
+def test_console_script_trains_and_exits_with_status_0(mnist_dir, tmp_path):
+    script = Path(sys.executable).with_name("lit-gans")
+    args = ["fit", "--config", str(REPO / "configs" / "dcgan_mnist.yaml"), *data_args(mnist_dir), "--trainer.fast_dev_run=true"]
+    for command in ([str(script)], [sys.executable, "-m", "lit_gans"]):
+        done = subprocess.run([*command, *args], cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "GANCLI" not in done.stdout + done.stderr
+
+
 def test_python_m_and_console_script_print_config():
     out = subprocess.run(
         [sys.executable, "-m", "lit_gans", "fit", "--config", str(REPO / "configs" / "dcgan_mnist.yaml"), "--print_config"],
