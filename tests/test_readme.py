@@ -23,3 +23,19 @@ def test_readme_main_job_config_exists():
     command = readme_command("train a DCGAN on MNIST")
     config = re.search(r"--config (\S+)", command).group(1)
     assert (REPO / config).exists()
+
+
+def test_readme_python_examples_run(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    train, optimizers = blocks[:2]
+    assert '"data"' in train and "10_000" in train
+    namespace: dict = {}
+    exec(train.replace('"data"', repr(str(mnist_dir))).replace("10_000", "2"), namespace)  # 2 steps, not 10,000
+    assert namespace["model"].generator_step == 2
+    images = namespace["images"]
+    assert images.shape == (64, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
+    exec(optimizers, namespace)
+    model = namespace["model"]
+    g_opt, d_opt = model.configure_optimizers()
+    assert model.image_shape == (3, 64, 64) and g_opt.defaults["lr"] == 2e-4 and d_opt.defaults["lr"] == 5e-5
