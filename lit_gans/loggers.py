@@ -66,6 +66,8 @@ class WandbLogger(_LightningWandbLogger):
         kwargs = {key: value for key, value in kwargs.items() if value is not None}
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(name=name, save_dir=save_dir, project=project, log_model=log_model, **kwargs)
+        if self._wandb_init.get("anonymous") is None:  # wandb >= 0.19 warns on any explicit value, None included
+            self._wandb_init.pop("anonymous", None)
 
 
 def wandb_run_of(trainer: Any) -> Optional[dict[str, str]]:
