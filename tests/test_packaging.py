@@ -19,7 +19,7 @@ def test_wheel_installs_the_three_import_names(tmp_path):
     assert "lit_gans/callbacks/__init__.py" in names and "lit_gans/datamodules/mnist.py" in names
     assert not any(n.startswith(("callbacks/", "datamodules/", "tests/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "lit-gans = lit_gans.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "lit-gans = lit_gans.cli:console_main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], check=True, capture_output=True)
