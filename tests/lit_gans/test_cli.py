@@ -60,6 +60,11 @@ def test_every_config_runs_with_fast_dev_run(
     # with torch.load(weights_only=True)
     cli.trainer.save_checkpoint(tmp_path / "saved.ckpt")
     assert torch.load(tmp_path / "saved.ckpt", weights_only=True)["callbacks"]
+    # and rebuilds the trained model from its hyperparameters alone, for sampling
+    loaded = type(cli.model).load_from_checkpoint(tmp_path / "saved.ckpt")
+    for name, value in cli.model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    assert loaded.sample(2).shape == (2, *cli.model.image_shape)
 
 
 def test_cli_trains_links_shape_and_logs_offline_to_wandb(mnist_dir, tmp_path, monkeypatch):
