@@ -67,6 +67,27 @@ def test_every_config_runs_with_fast_dev_run(
     assert loaded.sample(2).shape == (2, *cli.model.image_shape)
 
 
+def test_a_config_trains_on_your_own_image_folder(inception_home, tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LIT_GANS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(inception_home))
+    rng = torch.Generator().manual_seed(0)
+    for i in range(8):  # 80x70 RGB photos of any size
+        Image.fromarray(torch.randint(0, 256, (80, 70, 3), generator=rng, dtype=torch.uint8).numpy()).save(tmp_path / f"{i}.jpg")
+    cli = main(
+        [
+            "fit", "--config", str(REPO / "configs" / "dcgan_cats64.yaml"),
+            "--data", "lit_gans.datamodules.ImageFolderDataModule", f"--data.init_args.data_dir={tmp_path}",
+            "--data.init_args.image_size=64", "--data.init_args.channels=3", "--data.init_args.batch_size=4",
+            "--trainer.fast_dev_run=true",
+        ]
+    )  # fmt: skip
+    assert cli.model.image_shape == (3, 64, 64) and cli.model.generator_step == 1
+    assert len(cli.datamodule.train_dataloader().dataset) == 8
+
+
 def test_cli_trains_links_shape_and_logs_offline_to_wandb(mnist_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("WANDB_MODE", raising=False)
