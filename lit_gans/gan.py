@@ -32,6 +32,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from lit_gans.loggers import WANDB_RUN_KEY, wandb_run_of
 from lit_gans.objectives import NonSaturatingLoss, Objective
@@ -43,6 +44,8 @@ OptimizerCallable = Callable[[Iterable], Optimizer]
 LRSchedulerCallable = Callable[[Optimizer], Any]
 
 LATENT_DISTRIBUTIONS = ("normal", "uniform")
+#: batches of 64 latents from which the averaged generator's BatchNorm statistics are re-estimated
+EMA_STATISTICS_BATCHES = 8
 
 
 class GAN(LightningModule):
@@ -80,6 +83,15 @@ class GAN(LightningModule):
             on CPUs with oneDNN and on tensor-core GPUs; see ``benchmarks/``).
         compile: ``torch.compile`` both networks' forwards in place (state-dict keys unchanged); pays off on long
             runs, costs tens of seconds of compilation at the start.
+        generator_ema_decay: keep an exponential moving average of G's weights, ``G_ema <- decay * G_ema +
+            (1 - decay) * G`` after every generator update (Karras et al. 2018; Yazici et al. 2019, "The Unusual
+            Effectiveness of Averaging in GAN Training"). ``sample``, and so every monitoring callback, then uses
+            the averaged generator (``sample(ema=False)``: the raw one); a BatchNorm generator's statistics are
+            re-estimated for the averaged weights before it is used (BigGAN's "standing statistics", with
+            ``torch.optim.swa_utils.update_bn`` on fixed noise), since the raw generator's statistics do not fit
+            them. ``None`` (default): off.
+        generator_ema_start: generator steps during which ``G_ema`` just copies G before averaging starts (early
+            weights are far from the later ones; StudioGAN's ``start_iter``).
         check_finite: check each loss before its optimizer step; a non-finite loss skips that step (counted in
             ``train/nonfinite_steps``). Costs one host synchronization per optimizer step; turn it off for the last
             bit of GPU speed.
@@ -146,6 +158,8 @@ class GAN(LightningModule):
         reuse_fake_for_generator: bool = False,
         channels_last: bool = False,
         compile: bool = False,
+        generator_ema_decay: Optional[float] = None,
+        generator_ema_start: int = 0,
         check_finite: bool = True,
         max_nonfinite_steps: int = 10,
         on_nonfinite: str = "skip",
@@ -166,6 +180,9 @@ class GAN(LightningModule):
         check_int("max_rollbacks", max_rollbacks, minimum=0)
         check_int("max_generator_steps", max_generator_steps, optional=True)
         check_float("gradient_clip_val", gradient_clip_val, optional=True)
+        check_int("generator_ema_start", generator_ema_start, minimum=0)
+        if generator_ema_decay is not None and not (isinstance(generator_ema_decay, float) and 0 < generator_ema_decay < 1):
+            raise ValueError(f"generator_ema_decay={generator_ema_decay!r} is out of range: it must be a float in (0, 1)")
         self.generator = generator
         self.discriminator = discriminator
         self.objective = objective if objective is not None else self.default_objective()
@@ -185,6 +202,13 @@ class GAN(LightningModule):
         if compile and self.compile_unsupported:
             raise ValueError(f"compile=True is not supported for {type(self).__name__}: {self.compile_unsupported}")
         self.reuse_fake_for_generator = reuse_fake_for_generator
+        self.generator_ema: Optional[AveragedModel] = None
+        if generator_ema_decay is not None:
+            # a copy of G outside every optimizer, so DDP and the optimizers ignore it
+            self.generator_ema = AveragedModel(generator, multi_avg_fn=_EMAUpdate(generator_ema_decay))
+            self.generator_ema.requires_grad_(False)
+        self.generator_ema_start = generator_ema_start
+        self._ema_statistics_stale = True
         self.channels_last = channels_last
         self.compile_networks = compile
         self.check_finite, self.max_nonfinite_steps = check_finite, max_nonfinite_steps
@@ -257,21 +281,25 @@ class GAN(LightningModule):
         return (torch.rand(shape, generator=generator, device=device) * 2 - 1).to(self.device)
 
     @torch.no_grad()
-    def sample(self, n: Optional[int] = None, z: Optional[Tensor] = None) -> Tensor:
+    def sample(self, n: Optional[int] = None, z: Optional[Tensor] = None, ema: Optional[bool] = None) -> Tensor:
         """Generate images in [-1, 1] with the generator in eval mode (its mode is restored afterwards).
 
         Args:
             n: number of images from fresh noise; with neither ``n`` nor ``z``, the fixed ``sample_noise``.
             z: explicit generator inputs ``(N, latent_dim)``.
+            ema: use the weight-averaged generator (``generator_ema_decay``); ``None``: whenever there is one.
         """
+        if ema and self.generator_ema is None:
+            raise ValueError("sample(ema=True) needs a model built with generator_ema_decay")
+        net = self.averaged_generator() if (ema or ema is None) and self.generator_ema is not None else self.generator
         if z is None:
             z = self.sample_noise if n is None else self.sample_latent(n)
-        was_training = self.generator.training
-        self.generator.eval()
+        was_training = net.training
+        net.eval()
         try:
-            return self.generator(z.to(self.device)).float()
+            return net(z.to(self.device)).float()
         finally:
-            self.generator.train(was_training)
+            net.train(was_training)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.generator(z)
@@ -366,6 +394,8 @@ class GAN(LightningModule):
             self.critic_steps_since_generator.zero_()
             self._generator_step += 1
             self.generator_steps.add_(1)
+            if self.generator_ema is not None:
+                self.update_generator_ema()
             for scheduler in self._lr_scheduler_list():
                 scheduler.step()
             if self.max_generator_steps is not None and self._generator_step >= self.max_generator_steps:
@@ -374,6 +404,26 @@ class GAN(LightningModule):
         if self._logging_now():
             self.log("step", float(self._generator_step), on_step=True, on_epoch=False, batch_size=n)
             self.log_dict({f"train/{k}": v.detach() for k, v in logs.items()}, on_step=True, on_epoch=False, batch_size=n)
+
+    @torch.no_grad()
+    def update_generator_ema(self) -> None:
+        """Average G's current weights into ``generator_ema`` (a plain copy for the first ``generator_ema_start``
+        generator steps); G's buffers are copied."""
+        if self._generator_step <= self.generator_ema_start:
+            self.generator_ema.n_averaged.zero_()  # AveragedModel copies when nothing was averaged yet
+        self.generator_ema.update_parameters(self.generator)
+        self._ema_statistics_stale = True
+
+    @torch.no_grad()
+    def averaged_generator(self) -> nn.Module:
+        """The averaged generator, its BatchNorm statistics (if any) re-estimated for its current weights from
+        ``EMA_STATISTICS_BATCHES`` batches of fixed noise (the same on every DDP rank) when they have changed."""
+        net = self.generator_ema.module
+        if self._ema_statistics_stale and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+            noise = torch.Generator(device=self.device).manual_seed(0)
+            update_bn([self.sample_latent(64, generator=noise) for _ in range(EMA_STATISTICS_BATCHES)], net)
+        self._ema_statistics_stale = False
+        return net
 
     def _logging_now(self) -> bool:
         """Whether Lightning sends this batch's logs to the loggers (every ``log_every_n_steps`` batches, and the
@@ -430,6 +480,7 @@ class GAN(LightningModule):
         checkpoint = torch.load(path, map_location=self.device, weights_only=False)
         done = self._rollbacks + 1
         self.load_state_dict(checkpoint["state_dict"])
+        self._ema_statistics_stale = True
         # the checkpoint may date from after an earlier rollback, its rates already lowered that many times
         scale = self.rollback_lr_factor ** (done - int(self.rollbacks))
         for opt, state in zip(self.optimizers(), checkpoint["optimizer_states"]):
@@ -508,8 +559,9 @@ class GAN(LightningModule):
         if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # never leave a half-written checkpoint
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         if self.channels_last:
-            self.generator.to(memory_format=torch.channels_last)
-            self.discriminator.to(memory_format=torch.channels_last)
+            for net in (self.generator, self.discriminator, self.generator_ema):
+                if net is not None:
+                    net.to(memory_format=torch.channels_last)
         if self.compile_networks and stage == "fit":
             self.generator.compile()
             self.discriminator.compile()
@@ -530,6 +582,8 @@ class GAN(LightningModule):
             checkpoint[WANDB_RUN_KEY] = run
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        _match_generator_ema(self, checkpoint["state_dict"])
+        self._ema_statistics_stale = True
         # Only rank 0 writes checkpoints, so only rank 0 continues its exact noise stream; other ranks re-derive
         # theirs from the seed, which keeps them distinct.
         self._restored_rng_state = checkpoint.get("lit_gans_noise_rng_state")
@@ -545,6 +599,33 @@ def preemption_checkpoint_path(trainer: Any) -> str:
     callback = trainer.checkpoint_callback
     folder = getattr(callback, "dirpath", None) or os.path.join(trainer.default_root_dir, "checkpoints")
     return os.path.join(folder, "last.ckpt")
+
+
+class _EMAUpdate:
+    """torch's ``get_ema_multi_avg_fn(decay)`` as a picklable object (``ddp_spawn`` pickles the model; torch's
+    function is a closure)."""
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+
+    def __call__(self, averaged: list[Tensor], current: list[Tensor], n_averaged: Tensor) -> None:
+        get_ema_multi_avg_fn(self.decay)(averaged, current, n_averaged)
+
+
+def _match_generator_ema(module: GAN, state_dict: dict[str, Any]) -> None:
+    """Let a checkpoint and a model disagree on ``generator_ema_decay``: a run resumed with averaging turned on
+    starts ``G_ema`` from the checkpoint's G; one resumed with it turned off drops the saved average."""
+    prefix = "generator_ema."
+    saved = [key for key in state_dict if key.startswith(prefix)]
+    if module.generator_ema is None:
+        for key in saved:
+            del state_dict[key]
+    elif not saved:
+        for key, value in list(state_dict.items()):
+            if key.startswith("generator."):
+                state_dict[prefix + "module." + key[len("generator."):]] = value.clone()
+        state_dict[prefix + "n_averaged"] = torch.zeros_like(module.generator_ema.n_averaged)
+        rank_zero_info("lit_gans: the checkpoint has no generator average; it starts from the checkpoint's generator")
 
 
 def _sync_counters_from_buffers(module: GAN, incompatible_keys: Any) -> None:

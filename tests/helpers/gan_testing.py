@@ -54,10 +54,11 @@ class RankSyncCheck(Callback):
         self.marker_dir = marker_dir
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self.initial = {n: _flat(getattr(pl_module, n)) for n in ("generator", "discriminator")}
+        self.names = ["generator", "discriminator"] + (["generator_ema"] if pl_module.generator_ema is not None else [])
+        self.initial = {n: _flat(getattr(pl_module, n)) for n in self.names}
 
     def on_train_end(self, trainer, pl_module) -> None:
-        for name in ("generator", "discriminator"):
+        for name in self.names:
             flat = _flat(getattr(pl_module, name))
             gathered = pl_module.all_gather(flat)
             assert gathered.shape[0] == trainer.world_size == 2

@@ -19,6 +19,8 @@ VARIANTS = {
     "infogan": lambda: InfoGAN(noise_dim=4, categorical_dim=3, continuous_dim=1, q_hidden_dim=8, **CONV),
     # the fast path's G graph spans the D update: DDP must still reduce each backward's gradients
     "wgan_gp_reused_fake": lambda: WGANGP(latent_dim=8, reuse_fake_for_generator=True, **CONV),
+    # the averaged generator is outside every optimizer: DDP must neither need nor desynchronize it
+    "dcgan_generator_ema": lambda: DCGAN(latent_dim=8, generator_ema_decay=0.5, **CONV),
 }
 
 
