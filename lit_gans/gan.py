@@ -126,10 +126,14 @@ class GAN(LightningModule):
     compile_unsupported: ClassVar[Optional[str]] = None
     #: the objective used when ``objective`` is ``None``.
     default_objective: ClassVar[type[Objective]] = NonSaturatingLoss
-    #: Not hyperparameters: networks and factories (kept out of ``hparams`` so checkpoints stay loadable).
+    #: Not hyperparameters: objects (networks, the objective, factories), kept out of ``hparams`` so that
+    #: checkpoints hold only tensors and plain types, which Lightning's resume loads with ``weights_only=True``.
+    #: Variants rebuild their objective from their own arguments (LSGAN's a, b, c); pass a custom one again to
+    #: ``load_from_checkpoint(path, objective=...)``.
     _hparams_ignore: ClassVar[list[str]] = [
         "generator",
         "discriminator",
+        "objective",
         "generator_optimizer",
         "discriminator_optimizer",
         "generator_lr_scheduler",

@@ -100,15 +100,12 @@ class DCGANSELU(DCGAN):
 
     default_discriminator_optimizer = (torch.optim.Adam, {"lr": 5e-5, "betas": (0.5, 0.999)})
 
+    FIXED = {"generator_norm": "none", "discriminator_norm": "none", "generator_activation": "selu",
+             "discriminator_activation": "selu"}  # fmt: skip
+
     def __init__(self, image_shape: Sequence[int] = (3, 128, 128), **kwargs: Any) -> None:
-        for key in ("generator_norm", "discriminator_norm", "generator_activation", "discriminator_activation"):
-            if key in kwargs:
+        for key, value in self.FIXED.items():
+            # the fixed value itself is accepted: checkpoints store it among the hyperparameters
+            if kwargs.pop(key, value) != value:
                 raise ValueError(f"{key} is fixed by DCGANSELU (SELU, no normalization); use DCGAN to change it")
-        super().__init__(
-            image_shape=image_shape,
-            generator_norm="none",
-            discriminator_norm="none",
-            generator_activation="selu",
-            discriminator_activation="selu",
-            **kwargs,
-        )
+        super().__init__(image_shape=image_shape, **self.FIXED, **kwargs)
