@@ -35,6 +35,7 @@ from torch.optim import Optimizer
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from lit_gans.loggers import WANDB_RUN_KEY, wandb_run_of
+from lit_gans.networks.layers import spectral_norm_
 from lit_gans.objectives import NonSaturatingLoss, Objective
 from lit_gans.validation import check_choice, check_float, check_int
 
@@ -83,6 +84,9 @@ class GAN(LightningModule):
             on CPUs with oneDNN and on tensor-core GPUs; see ``benchmarks/``).
         compile: ``torch.compile`` both networks' forwards in place (state-dict keys unchanged); pays off on long
             runs, costs tens of seconds of compilation at the start.
+        discriminator_spectral_norm: spectral normalization (Miyato et al. 2018) of every convolution and linear
+            layer of D (:func:`~lit_gans.networks.spectral_norm_`); SNGAN pairs it with ``HingeLoss`` and a
+            discriminator without BatchNorm.
         generator_ema_decay: keep an exponential moving average of G's weights, ``G_ema <- decay * G_ema +
             (1 - decay) * G`` after every generator update (Karras et al. 2018; Yazici et al. 2019, "The Unusual
             Effectiveness of Averaging in GAN Training"). ``sample``, and so every monitoring callback, then uses
@@ -162,6 +166,7 @@ class GAN(LightningModule):
         reuse_fake_for_generator: bool = False,
         channels_last: bool = False,
         compile: bool = False,
+        discriminator_spectral_norm: bool = False,
         generator_ema_decay: Optional[float] = None,
         generator_ema_start: int = 0,
         check_finite: bool = True,
@@ -188,7 +193,7 @@ class GAN(LightningModule):
         if generator_ema_decay is not None and not (isinstance(generator_ema_decay, float) and 0 < generator_ema_decay < 1):
             raise ValueError(f"generator_ema_decay={generator_ema_decay!r} is out of range: it must be a float in (0, 1)")
         self.generator = generator
-        self.discriminator = discriminator
+        self.discriminator = spectral_norm_(discriminator) if discriminator_spectral_norm else discriminator
         self.objective = objective if objective is not None else self.default_objective()
         self.latent_dim = latent_dim
         self.latent_distribution = latent_distribution

@@ -1,6 +1,7 @@
 """Plain ``nn.Module`` generators and discriminators, parameterized by resolution, channels, width and norm."""
 
 from lit_gans.networks.dcgan import DCGANDiscriminator, DCGANGenerator, resolution_stages
+from lit_gans.networks.layers import spectral_norm_
 from lit_gans.networks.mlp import MLPDiscriminator, MLPGenerator
 
-__all__ = ["DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator", "resolution_stages"]
+__all__ = ["DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator", "resolution_stages", "spectral_norm_"]

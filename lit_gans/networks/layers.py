@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from torch import nn
+from torch.nn.utils import parametrizations
 
 from lit_gans.validation import check_choice
 
@@ -76,3 +77,22 @@ def lecun_normal_init_(module: nn.Module) -> None:
 def init_weights_(module: nn.Module, activation_kind: str) -> None:
     """SELU networks get LeCun-normal weights; everything else the DCGAN initialization."""
     (lecun_normal_init_ if activation_kind == "selu" else dcgan_init_)(module)
+
+
+def spectral_norm_(module: nn.Module) -> nn.Module:
+    """Spectral normalization (Miyato et al. 2018, "Spectral Normalization for Generative Adversarial Networks")
+    of every convolution and linear layer of ``module``, in place: each weight is divided by an estimate of its
+    largest singular value (one power iteration per training forward), which bounds the layer's Lipschitz constant
+    by 1. Uses ``torch.nn.utils.parametrizations.spectral_norm``.
+
+    Example::
+
+        >>> d = spectral_norm_(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(16, 1)))
+        >>> sorted(d[0].parametrizations.keys())
+        ['weight']
+    """
+    for layer in list(module.modules()):
+        if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)):
+            if "weight" not in getattr(layer, "parametrizations", {}):
+                parametrizations.spectral_norm(layer)
+    return module
