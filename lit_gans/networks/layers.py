@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 from torch import nn
-from torch.nn.utils import parametrizations
 
 from lit_gans.validation import check_choice
 
@@ -83,16 +82,17 @@ def spectral_norm_(module: nn.Module) -> nn.Module:
     """Spectral normalization (Miyato et al. 2018, "Spectral Normalization for Generative Adversarial Networks")
     of every convolution and linear layer of ``module``, in place: each weight is divided by an estimate of its
     largest singular value (one power iteration per training forward), which bounds the layer's Lipschitz constant
-    by 1. Uses ``torch.nn.utils.parametrizations.spectral_norm``.
+    by 1. Uses ``torch.nn.utils.spectral_norm`` (state-dict keys ``weight_orig``, ``weight_u``, ``weight_v``)
+    rather than its parametrization successor, which cannot be pickled and so breaks ``ddp_spawn``.
 
     Example::
 
         >>> d = spectral_norm_(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(16, 1)))
-        >>> sorted(d[0].parametrizations.keys())
-        ['weight']
+        >>> sorted(d[0].state_dict())
+        ['bias', 'weight_orig', 'weight_u', 'weight_v']
     """
     for layer in list(module.modules()):
         if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)):
-            if "weight" not in getattr(layer, "parametrizations", {}):
-                parametrizations.spectral_norm(layer)
+            if not hasattr(layer, "weight_orig"):  # not normalized already
+                nn.utils.spectral_norm(layer)
     return module

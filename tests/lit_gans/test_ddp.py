@@ -21,6 +21,8 @@ VARIANTS = {
     "wgan_gp_reused_fake": lambda: WGANGP(latent_dim=8, reuse_fake_for_generator=True, **CONV),
     # the averaged generator is outside every optimizer: DDP must neither need nor desynchronize it
     "dcgan_generator_ema": lambda: DCGAN(latent_dim=8, generator_ema_decay=0.5, **CONV),
+    # power-iteration vectors are buffers updated in every forward
+    "wgan_gp_spectral_norm": lambda: WGANGP(latent_dim=8, discriminator_spectral_norm=True, **CONV),
 }
 
 
