@@ -37,6 +37,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from lit_gans.loggers import WANDB_RUN_KEY, wandb_run_of
 from lit_gans.networks.layers import spectral_norm_
 from lit_gans.objectives import NonSaturatingLoss, Objective
+from lit_gans.regularizers import r1_penalty
 from lit_gans.validation import check_choice, check_float, check_int
 
 # The same types LightningCLI exposes as ``OptimizerCallable``/``LRSchedulerCallable``; spelled out here so the
@@ -87,6 +88,10 @@ class GAN(LightningModule):
         discriminator_spectral_norm: spectral normalization (Miyato et al. 2018) of every convolution and linear
             layer of D (:func:`~lit_gans.networks.spectral_norm_`); SNGAN pairs it with ``HingeLoss`` and a
             discriminator without BatchNorm.
+        r1_penalty_weight: gamma of the R1 penalty (Mescheder et al. 2018), ``gamma / 2 * E[||grad D(x)||^2]`` on
+            real images added to every discriminator loss (:func:`~lit_gans.regularizers.r1_penalty`; logged as
+            ``train/r1_penalty``); 0 (default): off. Needs a discriminator without BatchNorm and costs one more D
+            forward and a double backward per D step.
         generator_ema_decay: keep an exponential moving average of G's weights, ``G_ema <- decay * G_ema +
             (1 - decay) * G`` after every generator update (Karras et al. 2018; Yazici et al. 2019, "The Unusual
             Effectiveness of Averaging in GAN Training"). ``sample``, and so every monitoring callback, then uses
@@ -167,6 +172,7 @@ class GAN(LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         discriminator_spectral_norm: bool = False,
+        r1_penalty_weight: float = 0.0,
         generator_ema_decay: Optional[float] = None,
         generator_ema_start: int = 0,
         check_finite: bool = True,
@@ -210,6 +216,11 @@ class GAN(LightningModule):
         self.joint_discriminator_forward = not has_batchnorm if joint is None else joint
         if compile and self.compile_unsupported:
             raise ValueError(f"compile=True is not supported for {type(self).__name__}: {self.compile_unsupported}")
+        self.r1_penalty_weight = check_float("r1_penalty_weight", r1_penalty_weight, inclusive=True)
+        if r1_penalty_weight and has_batchnorm:
+            raise ValueError("r1_penalty_weight > 0 needs a discriminator without BatchNorm: the penalty is per sample")
+        if r1_penalty_weight and compile:
+            raise ValueError("compile=True is not supported with r1_penalty_weight > 0: the penalty needs a double backward")
         self.reuse_fake_for_generator = reuse_fake_for_generator
         self.generator_ema: Optional[AveragedModel] = None
         if generator_ema_decay is not None:
@@ -373,6 +384,10 @@ class GAN(LightningModule):
         self.toggle_optimizer(d_opt)
         try:
             d_loss, logs = self.discriminator_loss(real, fake, z)
+            if self.r1_penalty_weight:
+                penalty, _ = r1_penalty(self.discriminator, real)
+                d_loss = d_loss + self.r1_penalty_weight / 2 * penalty
+                logs["r1_penalty"] = penalty.detach()
             d_opt.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             if self._step_is_finite(d_loss, "discriminator", d_opt):

@@ -84,4 +84,22 @@ def gradient_penalty(
     return (norms - target_norm).pow(2).mean(), norms.detach()
 
 
-__all__ = ["clip_weights_", "fraction_at_clip_bound", "interpolate_real_fake", "gradient_penalty"]
+def r1_penalty(critic: nn.Module, real: Tensor) -> tuple[Tensor, Tensor]:
+    r"""R1 penalty (Mescheder et al. 2018, "Which Training Methods for GANs do actually Converge?", eq. 9):
+
+    .. math:: R_1 = \mathbb{E}_{x \sim p_{data}}\big[\lVert \nabla_x D(x) \rVert_2^2\big]
+
+    (without the weight :math:`\gamma / 2`): the discriminator's input gradient on real data, pushed to zero.
+    Built like :func:`gradient_penalty` (``autograd.grad(create_graph=True)`` on the inputs, inside the caller's one
+    backward, which DDP supports) and computed in float32.
+
+    Returns:
+        The penalty (a scalar) and the per-sample gradient norms (detached), for logging.
+    """
+    x = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    squared = grad.float().flatten(1).pow(2).sum(1)
+    return squared.mean(), squared.detach().sqrt()
+
+
+__all__ = ["clip_weights_", "fraction_at_clip_bound", "interpolate_real_fake", "gradient_penalty", "r1_penalty"]

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from lit_gans.networks import DCGANDiscriminator
-from lit_gans.regularizers import clip_weights_, fraction_at_clip_bound, gradient_penalty, interpolate_real_fake
+from lit_gans.regularizers import clip_weights_, fraction_at_clip_bound, gradient_penalty, interpolate_real_fake, r1_penalty
 
 
 def critic(channels: int = 1) -> nn.Module:
@@ -65,3 +65,60 @@ def test_clip_weights_bounds_every_parameter():
     clip_weights_(d, 0.01)
     assert all(p.abs().max() <= 0.01 for p in d.parameters())
     assert fraction_at_clip_bound(d, 0.01) > 0.5
+
+
+def test_r1_penalty_equals_a_per_sample_loop():
+    d = critic(3).double()
+    real = torch.randn(4, 3, 16, 16).double()
+    penalty, norms = r1_penalty(d, real)
+    expected = []
+    for i in range(4):  # independent: one sample at a time, plain backward
+        x = real[i : i + 1].clone().requires_grad_(True)
+        d(x).sum().backward()
+        expected.append(x.grad.pow(2).sum())
+        d.zero_grad()
+    assert penalty.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-6)
+    torch.testing.assert_close(norms.double(), torch.stack(expected).sqrt(), rtol=1e-5, atol=0)
+
+
+def test_r1_weight_adds_half_gamma_times_the_penalty_to_the_discriminator_step():
+    import copy
+
+    from gan_testing import RandomImages, tiny_trainer_kwargs
+    from lightning.pytorch import Callback, Trainer
+
+    from lit_gans import DCGAN
+    from lit_gans.objectives import bce_discriminator_loss
+
+    gamma = 10.0
+    model = DCGAN(image_shape=(1, 8, 8), latent_dim=4, generator_width=4, discriminator_width=4,
+                  discriminator_norm="none", r1_penalty_weight=gamma, n_critic=2, max_generator_steps=1,
+                  discriminator_optimizer=lambda p: torch.optim.SGD(p, lr=1.0))  # fmt: skip
+    seen = {}
+    original = model.discriminator_loss
+
+    def recording(real, fake, z):
+        seen.setdefault("inputs", (real.clone(), fake.clone()))
+        return original(real, fake, z)
+
+    model.discriminator_loss = recording
+
+    class FirstDStep(Callback):  # the first batch is a D step only (k=2)
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 0:
+                seen["before"] = copy.deepcopy(pl_module.discriminator)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 0:
+                seen["after"] = [p.detach().clone() for p in pl_module.discriminator.parameters()]
+
+    Trainer(callbacks=[FirstDStep()], **tiny_trainer_kwargs()).fit(model, RandomImages(n=8, batch_size=4))
+    d, (real, fake) = seen["before"], seen["inputs"]
+    loss = bce_discriminator_loss(d(real), d(fake)) + gamma / 2 * r1_penalty(d, real)[0]
+    grads = torch.autograd.grad(loss, list(d.parameters()))
+    for p0, g, p1 in zip(d.parameters(), grads, seen["after"]):  # SGD with lr 1: after = before - gradient
+        torch.testing.assert_close(p1, p0.detach() - g, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="without BatchNorm"):
+        DCGAN(r1_penalty_weight=1.0, discriminator_width=4, generator_width=4)
+    with pytest.raises(ValueError, match="r1_penalty_weight=-1.0"):
+        DCGAN(r1_penalty_weight=-1.0, discriminator_norm="none", discriminator_width=4, generator_width=4)
