@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
+from lit_gans.augment import DiffAugmentHook
 from lit_gans.loggers import WANDB_RUN_KEY, wandb_run_of
 from lit_gans.networks.layers import spectral_norm_
 from lit_gans.objectives import NonSaturatingLoss, Objective
@@ -88,6 +89,9 @@ class GAN(LightningModule):
         discriminator_spectral_norm: spectral normalization (Miyato et al. 2018) of every convolution and linear
             layer of D (:func:`~lit_gans.networks.spectral_norm_`); SNGAN pairs it with ``HingeLoss`` and a
             discriminator without BatchNorm.
+        diff_augment: DiffAugment policy (Zhao et al. 2020), e.g. ``"color,translation,cutout"``: every image D sees
+            in training, real or generated, in both updates, is augmented differentiably
+            (:mod:`lit_gans.augment`); for small datasets. ``""`` (default): off.
         r1_penalty_weight: gamma of the R1 penalty (Mescheder et al. 2018), ``gamma / 2 * E[||grad D(x)||^2]`` on
             real images added to every discriminator loss (:func:`~lit_gans.regularizers.r1_penalty`; logged as
             ``train/r1_penalty``); 0 (default): off. Needs a discriminator without BatchNorm and costs one more D
@@ -172,6 +176,7 @@ class GAN(LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         discriminator_spectral_norm: bool = False,
+        diff_augment: str = "",
         r1_penalty_weight: float = 0.0,
         generator_ema_decay: Optional[float] = None,
         generator_ema_start: int = 0,
@@ -200,6 +205,8 @@ class GAN(LightningModule):
             raise ValueError(f"generator_ema_decay={generator_ema_decay!r} is out of range: it must be a float in (0, 1)")
         self.generator = generator
         self.discriminator = spectral_norm_(discriminator) if discriminator_spectral_norm else discriminator
+        if diff_augment:
+            self.discriminator.register_forward_pre_hook(DiffAugmentHook(diff_augment))
         self.objective = objective if objective is not None else self.default_objective()
         self.latent_dim = latent_dim
         self.latent_distribution = latent_distribution

@@ -104,6 +104,8 @@ class InfoGAN(DCGAN):
             )
         if categorical_dim + continuous_dim == 0:
             raise ValueError("categorical_dim=0 and continuous_dim=0: InfoGAN needs at least one code")
+        if kwargs.get("diff_augment"):  # Q reads D's trunk directly, past the augmentation hook
+            raise ValueError("diff_augment is not supported for InfoGAN: its Q head would see un-augmented images")
         # Set before the engine's __init__, which draws the fixed sample noise through sample_latent.
         self.noise_dim, self.categorical_dim, self.continuous_dim = noise_dim, categorical_dim, continuous_dim
         self.q_hidden_dim = check_int("q_hidden_dim", q_hidden_dim)

@@ -23,6 +23,7 @@ VARIANTS = {
     "dcgan_generator_ema": lambda: DCGAN(latent_dim=8, generator_ema_decay=0.5, **CONV),
     # power-iteration vectors are buffers updated in every forward
     "wgan_gp_spectral_norm": lambda: WGANGP(latent_dim=8, discriminator_spectral_norm=True, **CONV),
+    "dcgan_diff_augment": lambda: DCGAN(latent_dim=8, diff_augment="color,translation,cutout", **CONV),
     "dcgan_r1_penalty": lambda: DCGAN(latent_dim=8, discriminator_norm="none", r1_penalty_weight=10.0, **CONV),
 }
 
