@@ -17,6 +17,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from lit_gans.callbacks.base import PeriodicCallback, log_scalars
 from lit_gans.callbacks.features import MNISTClassifier, inception_weights_path
+from lit_gans.callbacks.precision_recall import PrecisionRecall
 from lit_gans.datamodules.image_folder import default_cache_dir
 from lit_gans.datamodules.preprocessing import atomic_write_bytes
 from lit_gans.validation import check_int
@@ -97,6 +98,10 @@ class FIDCallback(PeriodicCallback):
         every_n_epochs: evaluate every n epochs.
         batch_size: images per extractor forward.
         kid: also compute KID (subset size ``min(1000, num_fake)``).
+        precision_recall: also compute improved precision and recall (Kynkäänniemi et al. 2019; logged as
+            ``precision`` and ``recall``; :class:`~lit_gans.callbacks.precision_recall.PrecisionRecall`), which
+            tell fidelity from coverage. Keeps every real feature in memory, like KID.
+        precision_recall_neighborhood: the k of the k-nearest-neighbour balls (3 in the paper).
         inception_score: also compute the Inception Score over the extractor's output as logits.
         cache_dir: where real statistics are cached (default ``<lit_gans cache>/fid``); ``None`` with a user
             module and no ``cache_name`` disables the cache.
@@ -114,6 +119,8 @@ class FIDCallback(PeriodicCallback):
         batch_size: int = 250,
         kid: bool = False,
         inception_score: bool = False,
+        precision_recall: bool = False,
+        precision_recall_neighborhood: int = 3,
         weights_path: Optional[str] = None,
         download: bool = True,
         cache_dir: Optional[Union[str, os.PathLike]] = None,
@@ -127,6 +134,8 @@ class FIDCallback(PeriodicCallback):
         self.num_fake = check_int("num_fake", num_fake, minimum=2)
         self.batch_size = check_int("batch_size", batch_size)
         self.kid, self.inception_score = kid, inception_score
+        self.precision_recall = precision_recall
+        self.precision_recall_neighborhood = check_int("precision_recall_neighborhood", precision_recall_neighborhood)
         self.weights_path, self.download = weights_path, download
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "fid"
         self.cache_name = cache_name
@@ -142,7 +151,9 @@ class FIDCallback(PeriodicCallback):
         extractor, self.extractor_name = build_extractor(self.feature_extractor, self.weights_path, self.download)
         extractor = extractor.eval().requires_grad_(False)
         self.fid = FrechetInceptionDistance(feature=extractor, reset_real_features=False, normalize=True)
-        self.kid_metric = self.is_metric = None
+        self.kid_metric = self.is_metric = self.prc_metric = None
+        if self.precision_recall:
+            self.prc_metric = PrecisionRecall(extractor, self.precision_recall_neighborhood)
         if self.kid:
             from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -157,7 +168,7 @@ class FIDCallback(PeriodicCallback):
         self._real_done = False
 
     def _metrics(self) -> list:
-        return [m for m in (self.fid, self.kid_metric, self.is_metric) if m is not None]
+        return [m for m in (self.fid, self.kid_metric, self.is_metric, self.prc_metric) if m is not None]
 
     # ------------------------------------------------------------------ real statistics
     def cache_path(self, trainer: Trainer) -> Optional[Path]:
@@ -199,10 +210,11 @@ class FIDCallback(PeriodicCallback):
         path = self.cache_path(trainer)
         states = torch.load(path, map_location="cpu", weights_only=True) if path is not None and path.exists() else None
         share = None
-        if states is None or self.kid_metric is not None:  # KID keeps every real feature: not cached
+        keep_features = [m for m in (self.kid_metric, self.prc_metric) if m is not None]  # not cached
+        if states is None or keep_features:
             share = self._real_images(trainer)[trainer.global_rank :: trainer.world_size]
-        if self.kid_metric is not None:
-            self._update(self.kid_metric, share, pl_module, real=True)
+        for metric in keep_features:
+            self._update(metric, share, pl_module, real=True)
         if states is None:
             self._update(self.fid, share, pl_module, real=True)
             # the full statistics are the sum over ranks
@@ -249,13 +261,20 @@ class FIDCallback(PeriodicCallback):
                     self._update(self.kid_metric, fake, pl_module, real=False)
                 if self.is_metric is not None:
                     self._update(self.is_metric, fake, pl_module, real=None)
+                if self.prc_metric is not None:
+                    self._update(self.prc_metric, fake, pl_module, real=False)
             results = {"fid": self.fid.compute().float()}
             if self.kid_metric is not None:
                 results["kid"] = self.kid_metric.compute()[0].float()
             if self.is_metric is not None:
                 results["inception_score"] = self.is_metric.compute()[0].float()
+            if self.prc_metric is not None:
+                results["precision"], results["recall"] = (v.float() for v in self.prc_metric.compute())
         for metric in self._metrics():  # fake side only: reset_real_features=False
-            metric.reset()
+            if metric is self.prc_metric:
+                metric.reset_fake()
+            else:
+                metric.reset()
         return results
 
     def run(self, trainer: Trainer, pl_module: LightningModule) -> None:

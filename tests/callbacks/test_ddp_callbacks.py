@@ -24,7 +24,8 @@ def frozen_gan() -> VanillaGAN:
 
 def callbacks():
     return [
-        FIDCallback(ProjectionFeatures(), num_real=64, num_fake=64, every_n_generator_steps=2, batch_size=16),
+        FIDCallback(ProjectionFeatures(), num_real=64, num_fake=64, every_n_generator_steps=2, batch_size=16,
+                    precision_recall=True, precision_recall_neighborhood=40),  # > 32 samples on one rank
         DiversityMonitor(num_samples=16, every_n_generator_steps=2),
         GradientNormMonitor(every_n_generator_steps=1),
         SampleGrid(every_n_generator_steps=2),
@@ -42,6 +43,9 @@ def test_fid_under_ddp_equals_single_process(tmp_path):
     single = fit(copy.deepcopy(model), tmp_path / "single")
     ddp = fit(model, tmp_path / "ddp", devices=2, strategy="ddp_spawn_find_unused_parameters_true")
     assert float(ddp["fid"]) == pytest.approx(float(single["fid"]), rel=1e-4)
+    # k = 40 needs more samples than one rank's 32: the values exist only if both ranks' features were gathered
+    for key in ("precision", "recall"):
+        assert float(ddp[key]) == float(single[key]), key
     for key in ("diversity/ms_ssim_fake", "diversity/ms_ssim_real", "grad_norm/generator", "grad_norm/discriminator"):
         assert key in ddp and torch.isfinite(ddp[key]), key
     assert list((tmp_path / "ddp" / "images" / "samples_grid").glob("*.png"))  # written once, by rank 0

@@ -149,3 +149,47 @@ def test_inception_path_with_a_weights_file_in_torch_home(inception_home, monkey
     results = cb.evaluate(trainer_with(digits[:20]), ReplayGAN(digits[20:40]))
     assert torch.isfinite(results["fid"]) and cb.fid.real_features_sum.shape == (2048,)
     assert list((tmp_path / "fid").glob("real-inception-20-*.pt"))
+
+
+def knn_precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int) -> tuple[float, float]:
+    """Kynkäänniemi et al. 2019 by brute force: sorted distance tables, one sample at a time."""
+    def radii(x):
+        return torch.tensor([torch.cdist(x[i : i + 1], x)[0].sort().values[k].item() for i in range(len(x))])
+
+    real_r, fake_r = radii(real), radii(fake)
+    precision = sum(bool((torch.cdist(f[None], real)[0] <= real_r).any()) for f in fake) / len(fake)
+    recall = sum(bool((torch.cdist(r[None], fake)[0] <= fake_r).any()) for r in real) / len(real)
+    return precision, recall
+
+
+def test_precision_recall_equal_a_brute_force_computation(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(60, 1, 8, 8, generator=g) * 2 - 1
+    fake = (torch.rand(50, 1, 8, 8, generator=g) * 2 - 1) * 0.7 + 0.2  # overlapping, shifted and narrower
+    features = ProjectionFeatures()
+    cb = FIDCallback(features, num_real=60, num_fake=50, precision_recall=True, cache_dir=None, batch_size=16)
+    cb.setup(None, None, "fit")
+    results = cb.evaluate(trainer_with(real), ReplayGAN(fake))
+    expected = knn_precision_recall(features(real).double(), features(fake).double(), k=3)
+    assert (float(results["precision"]), float(results["recall"])) == pytest.approx(expected, abs=1e-6)  # float32 logs
+    again = cb.evaluate(trainer_with(real), ReplayGAN(fake))  # the fake side is reset, the real side kept
+    assert float(again["recall"]) == float(results["recall"]) and len(cb.prc_metric.real_features) == 4
+
+
+def test_precision_recall_tell_mode_collapse_from_noise(digits, mnist_dir, tmp_path):
+    labels = MNISTDataModule(mnist_dir, download=False)
+    labels.setup()
+    y = labels.train_set.tensors[1]
+    real, other, other_y = digits[:1000], digits[1000:2000], y[1000:2000]
+    ones = other[other_y == 1][:100]
+
+    def measure(fake):
+        cb = FIDCallback("mnist", num_real=1000, num_fake=len(fake), precision_recall=True, cache_dir=tmp_path / "fid")
+        cb.setup(None, None, "fit")
+        out = cb.evaluate(trainer_with(real), ReplayGAN(fake))
+        return float(out["precision"]), float(out["recall"])
+
+    good, collapsed, noise = measure(other[:500]), measure(ones), measure(torch.rand(300, 1, 28, 28) * 2 - 1)
+    assert good[0] > 0.6 and good[1] > 0.6, good
+    assert collapsed[0] > 0.6 and collapsed[1] < 0.3, collapsed  # faithful but one mode: recall says so
+    assert noise[0] < 0.1, noise
