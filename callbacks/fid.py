@@ -75,7 +75,8 @@ class FIDCallback(PeriodicCallback):
       keyed by dataset, split, extractor and sample count (``cache_dir``); never re-added per evaluation or in the
       sanity check.
     * Fake images come from a fixed set of ``num_fake`` latent vectors (seed ``seed``), so successive values are
-      comparable; they are generated in batches with the generator in eval mode, with autocast off.
+      comparable; they are generated in batches with the generator in eval mode (the weight-averaged one when the
+      model keeps one, ``generator_ema_decay``), with autocast off.
     * Under DDP every rank extracts features of its share of real and fake images and ``compute`` syncs them (all
       ranks call it), so the value equals the single-process one on the same samples.
     * The feature extractor lives on the callback, never in the LightningModule, so it is not saved in checkpoints.
