@@ -100,12 +100,19 @@ class DCGANSELU(DCGAN):
 
     default_discriminator_optimizer = (torch.optim.Adam, {"lr": 5e-5, "betas": (0.5, 0.999)})
 
-    FIXED = {"generator_norm": "none", "discriminator_norm": "none", "generator_activation": "selu",
-             "discriminator_activation": "selu"}  # fmt: skip
+    FIXED = ("generator_norm", "discriminator_norm", "generator_activation", "discriminator_activation")
+    # fixed, so not hyperparameters: load_from_checkpoint would pass them back and be refused
+    _hparams_ignore = [*DCGAN._hparams_ignore, *FIXED]
 
     def __init__(self, image_shape: Sequence[int] = (3, 128, 128), **kwargs: Any) -> None:
-        for key, value in self.FIXED.items():
-            # the fixed value itself is accepted: checkpoints store it among the hyperparameters
-            if kwargs.pop(key, value) != value:
+        for key in self.FIXED:
+            if key in kwargs:
                 raise ValueError(f"{key} is fixed by DCGANSELU (SELU, no normalization); use DCGAN to change it")
-        super().__init__(image_shape=image_shape, **self.FIXED, **kwargs)
+        super().__init__(
+            image_shape=image_shape,
+            generator_norm="none",
+            discriminator_norm="none",
+            generator_activation="selu",
+            discriminator_activation="selu",
+            **kwargs,
+        )
