@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from bench_utils import REPO, VARIANTS, machine, markdown_table, mnist_data_dir, save_results
 from lightning.pytorch import Callback, Trainer, seed_everything
 
@@ -37,15 +39,33 @@ class RawAndAveragedFID(Callback):
         if not self.steps or pl_module.generator_step < self.steps[0]:
             return
         averaged = float(self.fid.evaluate(trainer, pl_module)["fid"])  # sample() uses the average
+        copied = self.with_copied_statistics(trainer, pl_module)
         ema, pl_module.generator_ema = pl_module.generator_ema, None
         try:
             raw = float(self.fid.evaluate(trainer, pl_module)["fid"])
         finally:
             pl_module.generator_ema = ema
         self.rows.append({"generator steps": self.steps.pop(0), "fid raw G": raw, "fid averaged G": averaged,
-                          "ratio": averaged / raw})
+                          "ratio": averaged / raw, "fid averaged G, copied BN statistics": copied})
         print(self.rows[-1], flush=True)
         trainer.should_stop = not self.steps
+
+
+    def with_copied_statistics(self, trainer, pl_module) -> float:
+        """FID of the average with the raw generator's BatchNorm statistics, as StyleGAN and StudioGAN keep them,
+        instead of the package's re-estimated ones (``nan`` without BatchNorm)."""
+        net = pl_module.generator_ema.module
+        if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+            return float("nan")
+        estimated = [b.clone() for b in net.buffers()]
+        for mine, raw in zip(net.buffers(), pl_module.generator.buffers()):
+            mine.copy_(raw)
+        pl_module._ema_statistics_stale = False  # use them as they are
+        try:
+            return float(self.fid.evaluate(trainer, pl_module)["fid"])
+        finally:
+            for mine, value in zip(net.buffers(), estimated):
+                mine.copy_(value)
 
 
 def main() -> None:
@@ -71,7 +91,8 @@ def main() -> None:
                 enable_progress_bar=False, enable_model_summary=False, callbacks=[evaluator]).fit(
             model, MNISTDataModule(data_dir, download=False, batch_size=args.batch_size))
         rows += [{"decay": decay, "start": start, **row} for row in evaluator.rows]
-    table = markdown_table(rows, ["decay", "start", "generator steps", "fid raw G", "fid averaged G", "ratio"])
+    table = markdown_table(rows, ["decay", "start", "generator steps", "fid raw G", "fid averaged G", "ratio",
+                                  "fid averaged G, copied BN statistics"])
     text = "\n".join([
         f"## Weight-averaged generator ({args.model}, MNIST, batch {args.batch_size}; FID with the package's MNIST "
         f"extractor, 10k real / {args.num_fake} fake, the same latents for both generators)",
