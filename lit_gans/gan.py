@@ -88,7 +88,9 @@ class GAN(LightningModule):
             runs, costs tens of seconds of compilation at the start.
         discriminator_spectral_norm: spectral normalization (Miyato et al. 2018) of every convolution and linear
             layer of D (:func:`~lit_gans.networks.spectral_norm_`); SNGAN pairs it with ``HingeLoss`` and a
-            discriminator without BatchNorm.
+            discriminator without BatchNorm. Under DDP, PyTorch then prints "Grad strides do not match bucket
+            view strides" once: the gradient of D's one-channel output layer differs only in the stride of that
+            size-1 dimension, the same memory layout, so it is harmless.
         diff_augment: DiffAugment policy (Zhao et al. 2020), e.g. ``"color,translation,cutout"``: every image D sees
             in training, real or generated, in both updates, is augmented differentiably
             (:mod:`lit_gans.augment`); for small datasets. ``""`` (default): off.
