@@ -15,13 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from bench_utils import REPO, VARIANTS, machine, markdown_table, mnist_data_dir, save_results
 from lightning.pytorch import Callback, Trainer, seed_everything
 
 from lit_gans.callbacks import FIDCallback
 from lit_gans.datamodules import MNISTDataModule
+from lit_gans.networks.layers import has_batchnorm
 
 
 class RawAndAveragedFID(Callback):
@@ -55,7 +54,7 @@ class RawAndAveragedFID(Callback):
         """FID of the average with the raw generator's BatchNorm statistics, as StyleGAN and StudioGAN keep them,
         instead of the package's re-estimated ones (``nan`` without BatchNorm)."""
         net = pl_module.generator_ema.module
-        if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        if not has_batchnorm(net):
             return float("nan")
         estimated = [b.clone() for b in net.buffers()]
         for mine, raw in zip(net.buffers(), pl_module.generator.buffers()):

@@ -154,7 +154,7 @@ class FIDCallback(PeriodicCallback):
         self.fid = FrechetInceptionDistance(feature=extractor, reset_real_features=False, normalize=True)
         self.kid_metric = self.is_metric = self.prc_metric = None
         if self.precision_recall:
-            self.prc_metric = PrecisionRecall(extractor, self.precision_recall_neighborhood)
+            self.prc_metric = PrecisionRecall(extractor, self.precision_recall_neighborhood, reset_real_features=False)
         if self.kid:
             from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -272,10 +272,7 @@ class FIDCallback(PeriodicCallback):
             if self.prc_metric is not None:
                 results["precision"], results["recall"] = (v.float() for v in self.prc_metric.compute())
         for metric in self._metrics():  # fake side only: reset_real_features=False
-            if metric is self.prc_metric:
-                metric.reset_fake()
-            else:
-                metric.reset()
+            metric.reset()
         return results
 
     def run(self, trainer: Trainer, pl_module: LightningModule) -> None:

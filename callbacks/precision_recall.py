@@ -20,13 +20,14 @@ class PrecisionRecall(Metric):
     Args:
         feature: module mapping images to ``(N, d)`` features.
         neighborhood: k.
+        reset_real_features: whether ``reset`` also forgets the real features (as in torchmetrics' FID and KID).
     """
 
     full_state_update = False
 
-    def __init__(self, feature: nn.Module, neighborhood: int = 3, **kwargs) -> None:
+    def __init__(self, feature: nn.Module, neighborhood: int = 3, reset_real_features: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.feature, self.neighborhood = feature, neighborhood
+        self.feature, self.neighborhood, self.reset_real_features = feature, neighborhood, reset_real_features
         self.add_state("real_features", [], dist_reduce_fx="cat")
         self.add_state("fake_features", [], dist_reduce_fx="cat")
 
@@ -44,9 +45,11 @@ class PrecisionRecall(Metric):
                                      save_cpu_ram=False, verbose=False)  # fmt: skip
         return torch.tensor(out["precision"]), torch.tensor(out["recall"])
 
-    def reset_fake(self) -> None:
-        """Forget the generated side only: the real features stay for the next evaluation."""
-        self.fake_features = []
+    def reset(self) -> None:
+        real = list(self.real_features)  # torchmetrics clears list states in place
+        super().reset()
+        if not self.reset_real_features:
+            self.real_features = real
 
 
 __all__ = ["PrecisionRecall"]

@@ -37,8 +37,13 @@ def check_policy(policy: str) -> list[str]:
     return names
 
 
+def _device(x: Tensor, generator: Optional[torch.Generator]) -> torch.device:
+    """Where random numbers are drawn: the generator's device if one is given (then moved to ``x``'s)."""
+    return generator.device if generator is not None else x.device
+
+
 def _uniform(x: Tensor, low: float, high: float, generator: Optional[torch.Generator]) -> Tensor:
-    u = torch.rand(x.shape[0], 1, 1, 1, generator=generator, device=generator.device if generator else x.device)
+    u = torch.rand(x.shape[0], 1, 1, 1, generator=generator, device=_device(x, generator))
     return (u.to(x.device, x.dtype) * (high - low)) + low
 
 
@@ -66,7 +71,7 @@ def translate(x: Tensor, shift_h: Tensor, shift_w: Tensor) -> Tensor:
 def translation(x: Tensor, ratio: float = 0.125, generator: Optional[torch.Generator] = None) -> Tensor:
     """Random shifts of up to ``ratio`` of the height and width."""
     max_h, max_w = int(x.shape[2] * ratio + 0.5), int(x.shape[3] * ratio + 0.5)
-    device = generator.device if generator else x.device
+    device = _device(x, generator)
     shift_h = torch.randint(-max_h, max_h + 1, (x.shape[0],), generator=generator, device=device).to(x.device)
     shift_w = torch.randint(-max_w, max_w + 1, (x.shape[0],), generator=generator, device=device).to(x.device)
     return translate(x, shift_h, shift_w)
@@ -85,7 +90,7 @@ def cut_out(x: Tensor, center_h: Tensor, center_w: Tensor, size_h: int, size_w: 
 def cutout(x: Tensor, ratio: float = 0.5, generator: Optional[torch.Generator] = None) -> Tensor:
     """One random square of ``ratio`` of the size zeroed per image."""
     size_h, size_w = int(x.shape[2] * ratio + 0.5), int(x.shape[3] * ratio + 0.5)
-    device = generator.device if generator else x.device
+    device = _device(x, generator)
     center_h = torch.randint(0, x.shape[2] + (1 - size_h % 2), (x.shape[0],), generator=generator, device=device)
     center_w = torch.randint(0, x.shape[3] + (1 - size_w % 2), (x.shape[0],), generator=generator, device=device)
     return cut_out(x, center_h.to(x.device), center_w.to(x.device), size_h, size_w)
@@ -96,7 +101,11 @@ OPERATIONS = {"color": color, "translation": translation, "cutout": cutout}
 
 def diff_augment(x: Tensor, policy: str, generator: Optional[torch.Generator] = None) -> Tensor:
     """Apply the operations of ``policy`` (comma-separated, in order) to a batch ``(N, C, H, W)``."""
-    for name in check_policy(policy):
+    return _apply(x, check_policy(policy), generator)
+
+
+def _apply(x: Tensor, names: list[str], generator: Optional[torch.Generator] = None) -> Tensor:
+    for name in names:
         x = OPERATIONS[name](x, generator=generator)
     return x
 
@@ -106,13 +115,12 @@ class DiffAugmentHook:
     model that carries it still works with ``ddp_spawn``)."""
 
     def __init__(self, policy: str) -> None:
-        check_policy(policy)
-        self.policy = policy
+        self.operations = check_policy(policy)  # parsed once, not at every D forward
 
     def __call__(self, module: nn.Module, args: tuple) -> Optional[tuple]:
         if not module.training:
             return None
-        return (diff_augment(args[0], self.policy), *args[1:])
+        return (_apply(args[0], self.operations), *args[1:])
 
 
 __all__ = ["POLICIES", "DiffAugmentHook", "color", "cut_out", "cutout", "diff_augment", "translate", "translation"]

@@ -36,7 +36,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from lit_gans.augment import DiffAugmentHook
 from lit_gans.loggers import WANDB_RUN_KEY, wandb_run_of
-from lit_gans.networks.layers import spectral_norm_
+from lit_gans.networks.layers import has_batchnorm, spectral_norm_
 from lit_gans.objectives import NonSaturatingLoss, Objective
 from lit_gans.regularizers import r1_penalty
 from lit_gans.validation import check_choice, check_float, check_int
@@ -215,18 +215,18 @@ class GAN(LightningModule):
         self.n_critic = n_critic
         self.max_generator_steps = max_generator_steps
         self.image_shape = tuple(image_shape) if image_shape is not None else None
-        has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
-        if joint_discriminator_forward and has_batchnorm:
+        batchnorm_in_d = has_batchnorm(discriminator)
+        if joint_discriminator_forward and batchnorm_in_d:
             raise ValueError(
                 "joint_discriminator_forward=True needs a discriminator without BatchNorm: one forward over real "
                 "and fake together would mix their batch statistics"
             )
         joint = joint_discriminator_forward
-        self.joint_discriminator_forward = not has_batchnorm if joint is None else joint
+        self.joint_discriminator_forward = not batchnorm_in_d if joint is None else joint
         if compile and self.compile_unsupported:
             raise ValueError(f"compile=True is not supported for {type(self).__name__}: {self.compile_unsupported}")
         self.r1_penalty_weight = check_float("r1_penalty_weight", r1_penalty_weight, inclusive=True)
-        if r1_penalty_weight and has_batchnorm:
+        if r1_penalty_weight and batchnorm_in_d:
             raise ValueError("r1_penalty_weight > 0 needs a discriminator without BatchNorm: the penalty is per sample")
         if r1_penalty_weight and compile:
             raise ValueError("compile=True is not supported with r1_penalty_weight > 0: the penalty needs a double backward")
@@ -452,7 +452,7 @@ class GAN(LightningModule):
         """The averaged generator, its BatchNorm statistics (if any) re-estimated for its current weights from
         ``EMA_STATISTICS_BATCHES`` batches of fixed noise (the same on every DDP rank) when they have changed."""
         net = self.generator_ema.module
-        if self._ema_statistics_stale and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        if self._ema_statistics_stale and has_batchnorm(net):
             noise = torch.Generator(device=self.device).manual_seed(0)
             update_bn([self.sample_latent(64, generator=noise) for _ in range(EMA_STATISTICS_BATCHES)], net)
         self._ema_statistics_stale = False

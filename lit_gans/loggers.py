@@ -87,5 +87,6 @@ def wandb_run_in_checkpoint(path: Union[str, os.PathLike]) -> Optional[dict[str,
         run = wandb_run_in_checkpoint("lightning_logs/lit-gans/ab12cd34/checkpoints/last.ckpt")
         logger = WandbLogger(project=run["project"], version=run["id"])  # the resumed fit continues that run
     """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    # memory-mapped: only the small dictionary is read, not the weights (the resume loads them anyway)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     return checkpoint.get(WANDB_RUN_KEY) if isinstance(checkpoint, dict) else None

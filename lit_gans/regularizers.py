@@ -47,6 +47,14 @@ def interpolate_real_fake(real: Tensor, fake: Tensor, generator: Optional[torch.
     return eps * real.detach() + (1 - eps) * fake.detach()
 
 
+def input_gradient_squared_norms(critic: nn.Module, x: Tensor) -> Tensor:
+    """Per-sample ``||grad_x D(x)||^2`` (float32), with the graph kept (``create_graph=True``) so that a penalty on
+    it trains D inside the caller's one ordinary backward, the form DDP supports."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    return grad.float().flatten(1).pow(2).sum(1)
+
+
 def gradient_penalty(
     critic: nn.Module,
     real: Tensor,
@@ -77,10 +85,7 @@ def gradient_penalty(
     """
     if x_hat is None:
         x_hat = interpolate_real_fake(real, fake, generator)
-    x_hat = x_hat.detach().requires_grad_(True)
-    out = critic(x_hat)
-    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
-    norms = torch.sqrt(grad.float().flatten(1).pow(2).sum(1) + 1e-12)
+    norms = torch.sqrt(input_gradient_squared_norms(critic, x_hat) + 1e-12)
     return (norms - target_norm).pow(2).mean(), norms.detach()
 
 
@@ -90,16 +95,20 @@ def r1_penalty(critic: nn.Module, real: Tensor) -> tuple[Tensor, Tensor]:
     .. math:: R_1 = \mathbb{E}_{x \sim p_{data}}\big[\lVert \nabla_x D(x) \rVert_2^2\big]
 
     (without the weight :math:`\gamma / 2`): the discriminator's input gradient on real data, pushed to zero.
-    Built like :func:`gradient_penalty` (``autograd.grad(create_graph=True)`` on the inputs, inside the caller's one
-    backward, which DDP supports) and computed in float32.
+    Built on :func:`input_gradient_squared_norms`, like :func:`gradient_penalty`.
 
     Returns:
         The penalty (a scalar) and the per-sample gradient norms (detached), for logging.
     """
-    x = real.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
-    squared = grad.float().flatten(1).pow(2).sum(1)
+    squared = input_gradient_squared_norms(critic, real)
     return squared.mean(), squared.detach().sqrt()
 
 
-__all__ = ["clip_weights_", "fraction_at_clip_bound", "interpolate_real_fake", "gradient_penalty", "r1_penalty"]
+__all__ = [
+    "clip_weights_",
+    "fraction_at_clip_bound",
+    "interpolate_real_fake",
+    "input_gradient_squared_norms",
+    "gradient_penalty",
+    "r1_penalty",
+]

@@ -78,6 +78,11 @@ def init_weights_(module: nn.Module, activation_kind: str) -> None:
     (lecun_normal_init_ if activation_kind == "selu" else dcgan_init_)(module)
 
 
+def has_batchnorm(module: nn.Module) -> bool:
+    """Whether any layer of ``module`` is a BatchNorm (which mixes the samples of a batch)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
 def spectral_norm_(module: nn.Module) -> nn.Module:
     """Spectral normalization (Miyato et al. 2018, "Spectral Normalization for Generative Adversarial Networks")
     of every convolution and linear layer of ``module``, in place: each weight is divided by an estimate of its
