@@ -11,6 +11,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from lit_gans.datamodules import ImageDataModule
 
 
+#: the smallest DCGAN-family model arguments: 8x8 grey images, 4 channels per stage, a 4-d latent
+TINY = dict(image_shape=(1, 8, 8), latent_dim=4, generator_width=4, discriminator_width=4)
+
+
 class RandomImages(ImageDataModule):
     """``n`` random images in [-1, 1] of ``image_shape``; picklable for ddp_spawn."""
 

@@ -6,14 +6,12 @@ import copy
 
 import pytest
 import torch
-from gan_testing import RandomImages, tiny_trainer_kwargs
+from gan_testing import RandomImages, TINY, tiny_trainer_kwargs
 from lightning.pytorch import Trainer, seed_everything
 
 from lit_gans import DCGAN, GAN, WGANGP, VanillaGAN
 from lit_gans.datamodules.base import InMemoryDataset, collate_batch
 from lit_gans.networks import MLPDiscriminator, MLPGenerator
-
-TINY = dict(image_shape=(1, 8, 8), latent_dim=4, generator_width=4, discriminator_width=4)
 
 
 def tiny_gan(**kwargs) -> GAN:

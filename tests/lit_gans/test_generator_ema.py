@@ -6,12 +6,10 @@ import copy
 
 import pytest
 import torch
-from gan_testing import RandomImages, tiny_trainer_kwargs
+from gan_testing import RandomImages, TINY, tiny_trainer_kwargs
 from lightning.pytorch import Callback, Trainer, seed_everything
 
 from lit_gans import DCGAN
-
-TINY = dict(image_shape=(1, 8, 8), latent_dim=4, generator_width=4, discriminator_width=4)
 
 
 class GeneratorHistory(Callback):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from gan_testing import RandomImages, tiny_trainer_kwargs
+from gan_testing import RandomImages, TINY, tiny_trainer_kwargs
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -23,7 +23,6 @@ from lit_gans.gan import NonFiniteLossError
 
 SCRIPT = Path(__file__).with_name("resume_script.py")
 REPO = Path(__file__).resolve().parents[2]
-TINY = dict(image_shape=(1, 8, 8), latent_dim=4, generator_width=4, discriminator_width=4)
 
 
 def start(out: Path, *extra: str) -> subprocess.Popen:

@@ -2,14 +2,12 @@
 
 import pytest
 import torch
-from gan_testing import RandomImages, tiny_trainer_kwargs
+from gan_testing import RandomImages, TINY, tiny_trainer_kwargs
 from lightning.pytorch import Callback, Trainer
 from torch import nn
 
 from lit_gans import WGAN, WGANGP
 from lit_gans.objectives import WassersteinLoss
-
-TINY = dict(image_shape=(1, 8, 8), latent_dim=4, generator_width=4, discriminator_width=4)
 
 
 def test_wgan_defaults_are_the_papers():

@@ -1,14 +1,12 @@
 """Shared layers: spectral normalization of a discriminator."""
 
 import torch
-from gan_testing import RandomImages, tiny_trainer_kwargs
+from gan_testing import RandomImages, TINY, tiny_trainer_kwargs
 from lightning.pytorch import Trainer, seed_everything
 
 from lit_gans import DCGAN, WGANGP
 from lit_gans.networks import DCGANDiscriminator, spectral_norm_
 from lit_gans.objectives import HingeLoss
-
-TINY = dict(image_shape=(1, 8, 8), latent_dim=4, generator_width=4, discriminator_width=4)
 
 
 def weighted_layers(net):
