@@ -86,7 +86,13 @@ class DCGAN(GAN):
 
 class DCGANSELU(DCGAN):
     """The references' 128x128 cat DCGAN with SELU (Klambauer et al. 2017) in place of BatchNorm + ReLU/LeakyReLU
-    in both networks, LeCun-normal initialization, and the reference's TTUR: Adam D lr 5e-5, G lr 2e-4 (beta1 0.5).
+    in both networks, and the reference's TTUR: Adam D lr 5e-5, G lr 2e-4 (beta1 0.5).
+
+    Initialization: LeCun-normal, N(0, 1/fan_in) with each layer's *effective* fan-in (a stride-2 4x4
+    transposed convolution sums ``in * 4`` inputs per output pixel, the 1x1 -> 4x4 projection ``in``), so that
+    pre-activations start at unit variance through both networks, as SELU's self-normalization assumes. This
+    departs from the reference (AlexiaJM/Deep-learning-with-cats), which kept DCGAN's N(0, 0.02) for every
+    convolution with SELU too.
 
     A preset of :class:`DCGAN` (``*_norm="none"``, ``*_activation="selu"``); the resolution is still a parameter.
 

@@ -7,8 +7,10 @@ So 28x28 MNIST is ``100 -> 128x7x7 -> 64x14x14 -> 1x28x28`` (width 64), 64x64 th
 
 Options reach the references' variants without new classes:
 
-* ``activation="selu", norm="none"``: the reference 128x128 DCGAN-SELU (BatchNorm + ReLU replaced by SELU,
-  LeCun-normal initialization).
+* ``activation="selu", norm="none"``: the reference 128x128 DCGAN-SELU (BatchNorm + ReLU replaced by SELU).
+  Its weights here are LeCun-normal, N(0, 1/fan_in) with the effective fan-in of each (transposed) convolution,
+  the initialization SELU's self-normalization assumes (Klambauer et al. 2017); the reference itself
+  (AlexiaJM/Deep-learning-with-cats) kept DCGAN's N(0, 0.02) for every convolution.
 * ``upsample="nearest"``, ``dropout``: the reference Keras MNIST DCGAN (upsampling + convolution).
 * discriminator ``norm="layer"`` or ``"none"``: WGAN-GP critics, whose per-sample penalty BatchNorm would break.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch  # noqa: F401  (the doctests use it)
+import torch
 from torch import Tensor, nn
 
 from lit_gans.networks.layers import activation as make_activation
@@ -112,7 +114,7 @@ class DCGANGenerator(nn.Module):
             layers += _extra_layer(widths[-1], norm, activation, 0.0)
         layers += [self._up(widths[-1], channels, upsample, True), nn.Tanh()]
         self.net = nn.Sequential(*layers)
-        init_weights_(self, activation)
+        init_weights_(self, activation, example_input=torch.zeros(1, latent_dim))
 
     @staticmethod
     def _up(c_in: int, c_out: int, mode: str, bias: bool) -> nn.Module:
@@ -178,7 +180,7 @@ class DCGANDiscriminator(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.head = nn.Conv2d(widths[-1], 1, base, 1, 0)
         self.feature_dim, self.feature_size = widths[-1], base
-        init_weights_(self, activation)
+        init_weights_(self, activation, example_input=torch.zeros(1, channels, size, size))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.trunk(x)).flatten()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Optional
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from lit_gans.validation import check_choice
 
@@ -61,21 +65,103 @@ def dcgan_init_(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def lecun_normal_init_(module: nn.Module) -> None:
-    """The initialization SELU needs for self-normalization (Klambauer et al. 2017): N(0, 1/fan_in)."""
+def taps_per_output(layer: nn.Module, input_size: Optional[Sequence[int]] = None) -> float:
+    """Mean number of kernel taps that reach one output pixel of a 2-d (transposed) convolution: its effective
+    fan-in is ``in_channels / groups`` times this.
+
+    A convolution's kernel taps that fall on zero padding add nothing, and a transposed convolution of stride
+    ``s`` feeds each output pixel only about ``(k / s)**2`` of its ``k * k`` taps (4 of 16 for the 4x4 stride-2
+    up-sampling layers), or a single one when its input is 1x1 (DCGAN's projection of z). With ``input_size``
+    (the layer's input height and width as used), the count is exact, averaged over the output pixels (border
+    pixels get fewer taps); without it, the interior value (``k * k`` for a convolution, ``k * k / s**2`` for a
+    transposed one).
+
+    Example::
+
+        >>> taps_per_output(nn.ConvTranspose2d(100, 8, 4, 1, 0), (1, 1))
+        1.0
+        >>> taps_per_output(nn.ConvTranspose2d(8, 4, 4, 2, 1))
+        4.0
+    """
+    kh, kw = layer.kernel_size
+    transposed = isinstance(layer, nn.ConvTranspose2d)
+    if input_size is None or (not transposed and layer.padding_mode != "zeros"):  # non-zero padding: every tap counts
+        if transposed:
+            return kh * kw / (layer.stride[0] * layer.stride[1])
+        return float(kh * kw)
+    ones = torch.ones(1, 1, *input_size)
+    kernel = torch.ones(1, 1, kh, kw)
+    if transposed:
+        counts = F.conv_transpose2d(
+            ones, kernel, stride=layer.stride, padding=layer.padding, output_padding=layer.output_padding,
+            dilation=layer.dilation,
+        )
+    else:
+        padding = layer.padding if isinstance(layer.padding, str) else tuple(layer.padding)
+        counts = F.conv2d(ones, kernel, stride=layer.stride, padding=padding, dilation=layer.dilation)
+    return float(counts.mean())
+
+
+def effective_fan_in(layer: nn.Module, input_size: Optional[Sequence[int]] = None) -> float:
+    """Inputs that one output unit of ``layer`` sums: ``in_features`` of a linear layer, and
+    ``in_channels / groups * taps_per_output`` of a convolution (see :func:`taps_per_output`). Torch's own
+    ``_calculate_fan_in_and_fan_out`` counts ``in * k * k`` for both convolution kinds, four times (stride 2,
+    4x4 kernel) to sixteen times (the 1x1 -> 4x4 projection) too many for transposed ones."""
+    if isinstance(layer, nn.Linear):
+        return float(layer.in_features)
+    return layer.in_channels / layer.groups * taps_per_output(layer, input_size)
+
+
+def layer_input_sizes(module: nn.Module, example_input: Tensor) -> dict[nn.Module, tuple[int, ...]]:
+    """The spatial size of the input of every 2-d (transposed) convolution of ``module`` in a forward pass of
+    ``example_input``; run on the meta device (shapes only, no arithmetic), or on the real one when a layer has
+    no meta implementation."""
+    sizes: dict[nn.Module, tuple[int, ...]] = {}
+
+    def record(layer: nn.Module, args: tuple) -> None:
+        sizes.setdefault(layer, tuple(args[0].shape[2:]))
+
+    convs = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    hooks = [m.register_forward_pre_hook(record) for m in convs]
+    try:
+        with torch.no_grad():
+            try:
+                state = {n: torch.empty_like(t, device="meta") for n, t in (*module.named_parameters(), *module.named_buffers())}
+                torch.func.functional_call(module, state, (example_input.to("meta"),))
+            except (NotImplementedError, RuntimeError):
+                sizes.clear()
+                module(example_input)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sizes
+
+
+def lecun_normal_init_(module: nn.Module, example_input: Optional[Tensor] = None) -> None:
+    """The initialization SELU needs for self-normalization (Klambauer et al. 2017): weights from
+    N(0, 1/fan_in), biases zero, so that a unit-variance input gives unit-variance pre-activations.
+
+    ``fan_in`` is the *effective* fan-in, :func:`effective_fan_in`: the inputs one output unit actually sums,
+    which for a transposed convolution depends on its stride and on its input size (1x1 for DCGAN's
+    projection of z). ``example_input`` (one batch of what ``module`` takes) gives every convolution's input
+    size; without it, the size-independent interior count is used.
+    """
+    sizes = layer_input_sizes(module, example_input) if example_input is not None else {}
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
-            if isinstance(m, nn.ConvTranspose2d):  # its weight is (in, out, k, k): torch's "fan_out" is the fan-in
-                fan_in = fan_out
+            fan_in = effective_fan_in(m, sizes.get(m))
             nn.init.normal_(m.weight, 0.0, 1.0 / math.sqrt(fan_in))
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
 
-def init_weights_(module: nn.Module, activation_kind: str) -> None:
-    """SELU networks get LeCun-normal weights; everything else the DCGAN initialization."""
-    (lecun_normal_init_ if activation_kind == "selu" else dcgan_init_)(module)
+def init_weights_(module: nn.Module, activation_kind: str, example_input: Optional[Tensor] = None) -> None:
+    """SELU networks get LeCun-normal weights (``example_input``: see :func:`lecun_normal_init_`); everything
+    else the DCGAN initialization."""
+    if activation_kind == "selu":
+        lecun_normal_init_(module, example_input)
+    else:
+        dcgan_init_(module)
 
 
 def has_batchnorm(module: nn.Module) -> bool:

@@ -68,6 +68,66 @@ def test_selu_variant_has_no_batchnorm_and_self_normalizes():
     assert abs(h.mean().item()) < 0.3 and 0.5 < h.std().item() < 1.5
 
 
+def pre_activation_variances(net, x):
+    """Variance of the input of every activation (SELU, and G's output tanh) in one forward pass, by hooks."""
+    variances = []
+    hooks = [
+        m.register_forward_pre_hook(lambda m, args: variances.append(args[0].var().item()))
+        for m in net.modules()
+        if isinstance(m, (nn.SELU, nn.Tanh))
+    ]
+    with torch.no_grad():
+        net(x)
+    for hook in hooks:
+        hook.remove()
+    return variances
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_selu_init_gives_unit_variance_pre_activations_at_every_layer(size):
+    # LeCun-normal init is N(0, 1/fan_in) with the fan-in a unit really has: for the 1x1 -> 4x4 projection
+    # and the stride-2 transposed convolutions that is far less than in * k * k
+    torch.manual_seed(0)
+    g = DCGANGenerator(100, (3, size, size), width=8, norm="none", activation="selu")
+    d = DCGANDiscriminator((3, size, size), width=8, norm="none", activation="selu")
+    stages = resolution_stages(size)[1]
+    g_vars = pre_activation_variances(g, torch.randn(16, 100))
+    d_vars = pre_activation_variances(d, torch.randn(16, 3, size, size))
+    assert len(g_vars) == stages + 1 and len(d_vars) == stages  # every layer of both networks was measured
+    for layer, variance in enumerate(g_vars + d_vars):
+        assert 0.7 < variance < 1.4, (layer, g_vars, d_vars)
+
+
+def test_effective_fan_in_counts_the_taps_that_reach_one_output_pixel():
+    from lit_gans.networks.layers import effective_fan_in
+
+    def taps(layer, input_size):  # brute force: which inputs move one output pixel, averaged over the pixels
+        counts = []
+        x = torch.zeros(1, 1, *input_size, requires_grad=True)
+        with torch.no_grad():
+            layer.weight.fill_(1.0)
+        out = layer(x)
+        for i in range(out.shape[2]):
+            for j in range(out.shape[3]):
+                (grad,) = torch.autograd.grad(out[0, 0, i, j], x, retain_graph=True)
+                counts.append(float(grad.sum()))
+        return sum(counts) / len(counts)
+
+    for layer, size in [
+        (nn.ConvTranspose2d(1, 1, 4, 1, 0, bias=False), (1, 1)),  # DCGAN's projection: one tap per pixel
+        (nn.ConvTranspose2d(1, 1, 4, 2, 1, bias=False), (4, 4)),
+        (nn.ConvTranspose2d(1, 1, 4, 2, 1, bias=False), (16, 16)),
+        (nn.Conv2d(1, 1, 4, 2, 1, bias=False), (8, 8)),
+        (nn.Conv2d(1, 1, 3, 1, 1, bias=False), (5, 5)),
+        (nn.Conv2d(1, 1, 4, 1, 0, bias=False), (4, 4)),
+    ]:
+        expected = taps(layer, size)
+        assert effective_fan_in(layer, size) == pytest.approx(expected), (layer, size)
+        wide = type(layer)(6, 2, layer.kernel_size, layer.stride, layer.padding, bias=False)
+        assert effective_fan_in(wide, size) == pytest.approx(6 * expected)
+    assert effective_fan_in(nn.Linear(7, 3)) == 7
+
+
 def test_upsampling_generator_and_dropout_options():
     g = DCGANGenerator(100, (1, 28, 28), width=8, upsample="nearest", dropout=0.4)
     assert any(isinstance(m, nn.Upsample) for m in g.modules())
