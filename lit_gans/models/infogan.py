@@ -57,6 +57,18 @@ class InfoGAN(DCGAN):
     categorical code of a fresh sample). Adam with the paper's MNIST rates, G lr 1e-3 and D (with Q) lr 2e-4,
     beta1 0.5; ``n_critic = 1``.
 
+    The Gaussian NLL is **summed** over the continuous codes (and averaged over the batch), as openai/InfoGAN
+    does (``Gaussian.logli``, summed again over the codes by ``Product``): the codes are independent, so
+    ``-log Q(c'|x)`` of the factored Gaussian, the term of the paper's mutual-information lower bound, is a sum
+    over them, and each code keeps its weight whatever their number. It also keeps the references' calibration
+    of ``lambda_continuous=0.1``: at unit variance the summed NLL's gradient is that of
+    ``0.1 * 0.5 * sum (c' - mean)**2``, which for the 2 MNIST codes equals the PyTorch references'
+    ``0.1 * MSE`` (MSE averaged over the 2 codes); an average over the codes would halve it. ``continuous_loss
+    ="mse"`` keeps the references' ``F.mse_loss`` (averaged over codes and batch).
+
+    ``categorical_dim=0`` (continuous codes only) is allowed: every sample then belongs to the one class 0
+    (:meth:`split_latent`, :meth:`predict_codes`), and :meth:`traversal` has a single row.
+
     Args:
         noise_dim: incompressible noise dimensions.
         categorical_dim: classes of the categorical code (0 for none).
@@ -130,9 +142,14 @@ class InfoGAN(DCGAN):
         return torch.cat([noise, one_hot.to(noise), continuous.to(noise)], dim=1).to(self.device)
 
     def split_latent(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """The categorical code (as class indices) and the continuous codes of generator inputs ``z``."""
+        """The categorical code (as class indices; all 0 without a categorical code) and the continuous codes of
+        generator inputs ``z``."""
         start = self.noise_dim + self.categorical_dim
-        return z[:, self.noise_dim : start].argmax(dim=1), z[:, start:]
+        if self.categorical_dim:
+            categories = z[:, self.noise_dim : start].argmax(dim=1)
+        else:
+            categories = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+        return categories, z[:, start:]
 
     def information_loss(self, cat_logits: Tensor, mean: Tensor, log_var: Tensor, z: Tensor) -> tuple[Tensor, dict]:
         """lambda_cat * CE + lambda_cont * (Gaussian NLL or MSE): a variational lower bound on I(c; G(z, c))."""
@@ -147,9 +164,10 @@ class InfoGAN(DCGAN):
         if self.continuous_dim:
             if self.continuous_loss == "mse":
                 cont = F.mse_loss(mean.float(), continuous)
-            else:  # negative log-likelihood of a factored Gaussian, constants included
+            else:  # negative log-likelihood of a factored Gaussian, constants included: summed over the codes
                 var = log_var.float().exp()
-                cont = F.gaussian_nll_loss(mean.float(), continuous, var, full=True)
+                nll = F.gaussian_nll_loss(mean.float(), continuous.float(), var, full=True, reduction="none")
+                cont = nll.sum(dim=1).mean()
             loss = loss + self.lambda_continuous * cont
             logs["info_continuous"] = cont.detach()
         return loss, logs
@@ -171,13 +189,16 @@ class InfoGAN(DCGAN):
     # ------------------------------------------------------------------ inspection
     @torch.no_grad()
     def predict_codes(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Q's categorical prediction (class indices) and continuous means for ``images`` (D in eval mode)."""
+        """Q's categorical prediction (class indices; all 0 without a categorical code) and continuous means for
+        ``images`` (D in eval mode)."""
         was_training = self.discriminator.training
         self.discriminator.eval()
         try:
             _, cat_logits, mean, _ = self.discriminator.forward_with_codes(images.to(self.device))
         finally:
             self.discriminator.train(was_training)
+        if not self.categorical_dim:
+            return torch.zeros(images.shape[0], dtype=torch.long, device=mean.device), mean
         return cat_logits.argmax(1), mean
 
     @torch.no_grad()
@@ -189,9 +210,9 @@ class InfoGAN(DCGAN):
         high: float = 2.0,
         noise: Optional[Tensor] = None,
     ) -> Tensor:
-        """Images ``(categorical_dim * steps, C, H, W)``: one row per categorical value, the continuous code
-        ``continuous_index`` swept from ``low`` to ``high`` along the row (the paper's figure 2), one noise vector
-        (``noise`` or a fixed one) and the other continuous codes at 0."""
+        """Images ``(categorical_dim * steps, C, H, W)``: one row per categorical value (one row without a
+        categorical code), the continuous code ``continuous_index`` swept from ``low`` to ``high`` along the row
+        (the paper's figure 2), one noise vector (``noise`` or a fixed one) and the other continuous codes at 0."""
         if self.continuous_dim and not 0 <= continuous_index < self.continuous_dim:
             raise ValueError(f"continuous_index={continuous_index} must be in [0, {self.continuous_dim})")
         rows = max(self.categorical_dim, 1)

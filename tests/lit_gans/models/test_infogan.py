@@ -1,9 +1,11 @@
 """InfoGAN: codes, losses for G and Q, recovery of the categorical code after training on real MNIST."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
-from gan_testing import tiny_trainer_kwargs
+from gan_testing import RandomImages, tiny_trainer_kwargs
 from lightning.pytorch import Trainer, seed_everything
 
 from lit_gans import InfoGAN
@@ -28,8 +30,18 @@ def test_information_loss_is_cross_entropy_plus_weighted_gaussian_nll():
     logits, mean, log_var = torch.randn(8, 10), torch.randn(8, 2), torch.randn(8, 2) * 0.1
     loss, logs = m.information_loss(logits, mean, log_var, z)
     categories, continuous = m.split_latent(z)
-    nll = (0.5 * (log_var + (continuous - mean) ** 2 / log_var.exp() + torch.log(torch.tensor(2 * torch.pi)))).mean()
+    # -log Q(c'|x) of a factored Gaussian: a sum over the independent codes (as openai/InfoGAN), batch mean
+    per_code = 0.5 * (log_var + (continuous - mean) ** 2 / log_var.exp() + math.log(2 * math.pi))
+    nll = per_code.sum(dim=1).mean()
     assert loss.item() == pytest.approx((F.cross_entropy(logits, categories) + 0.1 * nll).item(), rel=1e-5)
+    assert logs["info_continuous"].item() == pytest.approx(nll.item(), rel=1e-5)
+    # with unit variance, lambda 0.1 on the summed NLL trains like the references' 0.1 * MSE over the 2 codes
+    unit = torch.zeros(8, 2, requires_grad=True)
+    means = mean.clone().requires_grad_(True)
+    m.information_loss(logits, means, unit, z)[0].backward()
+    mse_means = mean.clone().requires_grad_(True)
+    (0.1 * F.mse_loss(mse_means, continuous)).backward()
+    assert torch.allclose(means.grad, mse_means.grad, atol=1e-7)
     mse = InfoGAN(generator_width=4, discriminator_width=4, continuous_loss="mse")
     loss, _ = mse.information_loss(logits, mean, log_var, z)
     assert loss.item() == pytest.approx((F.cross_entropy(logits, categories) + 0.1 * F.mse_loss(mean, continuous)).item(), rel=1e-5)
@@ -64,6 +76,28 @@ def test_traversal_grid_has_one_row_per_category():
     assert 0 <= grid.min() and grid.max() <= 1
     with pytest.raises(ValueError, match="continuous_index=2"):
         m.traversal(continuous_index=2)
+
+
+def test_continuous_codes_only_train_sample_and_traverse():
+    # categorical_dim=0 is documented as allowed: no categorical term, every sample of the one class 0
+    seed_everything(0)
+    m = InfoGAN(image_shape=(1, 8, 8), noise_dim=4, categorical_dim=0, continuous_dim=2, q_hidden_dim=8,
+                generator_width=4, discriminator_width=4, max_generator_steps=2)
+    assert m.latent_dim == 6
+    z = m.sample_latent(5)
+    categories, continuous = m.split_latent(z)
+    assert torch.equal(categories, torch.zeros(5, dtype=torch.long)) and torch.equal(continuous, z[:, 4:])
+    fake = m.generator(z)
+    loss, logs = m.information_loss(*m.discriminator.forward_with_codes(fake)[1:], z)
+    assert set(logs) == {"info_continuous"} and loss.item() == pytest.approx(0.1 * logs["info_continuous"].item())
+    Trainer(**tiny_trainer_kwargs()).fit(m, RandomImages(n=32))
+    assert m.generator_step == 2 and int(m.nonfinite_steps) == 0
+    assert m.sample(3).shape == (3, 1, 8, 8)
+    predicted, means = m.predict_codes(m.sample(z=z))
+    assert torch.equal(predicted, torch.zeros(5, dtype=torch.long)) and means.shape == (5, 2)
+    images = m.traversal(continuous_index=1, steps=4)
+    assert images.shape == (4, 1, 8, 8)  # one row: no categorical code to vary
+    assert m.traversal_grid(steps=4).shape[0] == 3
 
 
 def test_q_recovers_the_categorical_code_after_short_training_on_mnist(mnist_dir):
