@@ -12,7 +12,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -47,9 +47,46 @@ def interpolate_real_fake(real: Tensor, fake: Tensor, generator: Optional[torch.
     return eps * real.detach() + (1 - eps) * fake.detach()
 
 
-def input_gradient_squared_norms(critic: nn.Module, x: Tensor) -> Tensor:
+FLOAT16_REFUSAL = (
+    "{what} is not supported under float16 precision ({where}): it differentiates D's *unscaled* output with "
+    "autograd.grad, and that float16 input gradient can underflow to zero (the loss scaler of '16-mixed' only "
+    "scales the final backward; '16-true' has none). Use precision='bf16-mixed' (bfloat16 has float32's range), "
+    "or '32-true'."
+)
+
+
+def check_penalty_precision(trainer: Any, option: str) -> None:
+    """Refuse a Trainer whose precision is float16 (``16-mixed``, ``16-true``, or any precision plugin with a
+    loss scaler) for an input-gradient penalty, naming ``option`` (e.g. ``"gradient_penalty_weight=10.0"``).
+
+    Raises:
+        ValueError: naming the option and the precision, and suggesting ``bf16-mixed``.
+    """
+    precision = str(getattr(trainer, "precision", ""))
+    scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+    if precision.startswith("16") or scaler is not None:
+        raise ValueError(FLOAT16_REFUSAL.format(what=option, where=f"Trainer precision={precision!r}"))
+
+
+def _refuse_float16(critic: nn.Module, x: Tensor, option: str) -> None:
+    """The same refusal where the penalty is computed: under float16 autocast, or on float16 inputs or weights."""
+    device = x.device.type
+    autocast_fp16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
+    weight = next(critic.parameters(), None)
+    if autocast_fp16 or x.dtype == torch.float16 or (weight is not None and weight.dtype == torch.float16):
+        where = "float16 autocast" if autocast_fp16 else "float16 tensors"
+        raise ValueError(FLOAT16_REFUSAL.format(what=option, where=f"{where}: Trainer precision='16-mixed' or '16-true'"))
+
+
+def input_gradient_squared_norms(critic: nn.Module, x: Tensor, option: str = "an input-gradient penalty") -> Tensor:
     """Per-sample ``||grad_x D(x)||^2`` (float32), with the graph kept (``create_graph=True``) so that a penalty on
-    it trains D inside the caller's one ordinary backward, the form DDP supports."""
+    it trains D inside the caller's one ordinary backward, the form DDP supports.
+
+    Raises:
+        ValueError: under float16 precision (autocast or float16 tensors), naming ``option``: the unscaled
+            float16 gradient can underflow. bfloat16 autocast is fine.
+    """
+    _refuse_float16(critic, x, option)
     x = x.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
     return grad.float().flatten(1).pow(2).sum(1)
@@ -62,6 +99,7 @@ def gradient_penalty(
     target_norm: float = 1.0,
     generator: Optional[torch.Generator] = None,
     x_hat: Optional[Tensor] = None,
+    option: str = "WGAN-GP's gradient penalty (gradient_penalty_weight)",
 ) -> tuple[Tensor, Tensor]:
     r"""Two-sided gradient penalty of WGAN-GP (Gulrajani et al. 2017, algorithm 1):
 
@@ -71,7 +109,9 @@ def gradient_penalty(
     ``torch.autograd.grad(create_graph=True)`` on the *inputs only*, so the caller adds the penalty to the critic
     loss and runs **one** ordinary backward: that is the form DDP supports (pytorch/pytorch#63812); a second
     backward through DDP, or ``backward(create_graph=True)``, is not. The norm is computed in float32 with a
-    small epsilon, so it is safe under bf16 autocast and differentiable where the gradient vanishes.
+    small epsilon, so it is safe under bf16 autocast and differentiable where the gradient vanishes. Float16
+    (``precision="16-mixed"`` or ``"16-true"``) is refused with a ``ValueError``: the input gradient of the
+    unscaled output can underflow (see :func:`check_penalty_precision`).
 
     Args:
         critic: the discriminator; must treat samples independently (no BatchNorm).
@@ -79,28 +119,30 @@ def gradient_penalty(
         target_norm: the 1 of the formula.
         generator: RNG for the interpolation weights (the model's per-rank noise generator).
         x_hat: explicit interpolates (tests); drawn with :func:`interpolate_real_fake` when ``None``.
+        option: what the float16 refusal names.
 
     Returns:
         The penalty (a scalar) and the per-sample gradient norms (detached), for logging.
     """
     if x_hat is None:
         x_hat = interpolate_real_fake(real, fake, generator)
-    norms = torch.sqrt(input_gradient_squared_norms(critic, x_hat) + 1e-12)
+    norms = torch.sqrt(input_gradient_squared_norms(critic, x_hat, option) + 1e-12)
     return (norms - target_norm).pow(2).mean(), norms.detach()
 
 
-def r1_penalty(critic: nn.Module, real: Tensor) -> tuple[Tensor, Tensor]:
+def r1_penalty(critic: nn.Module, real: Tensor, option: str = "the R1 penalty (r1_penalty_weight)") -> tuple[Tensor, Tensor]:
     r"""R1 penalty (Mescheder et al. 2018, "Which Training Methods for GANs do actually Converge?", eq. 9):
 
     .. math:: R_1 = \mathbb{E}_{x \sim p_{data}}\big[\lVert \nabla_x D(x) \rVert_2^2\big]
 
     (without the weight :math:`\gamma / 2`): the discriminator's input gradient on real data, pushed to zero.
-    Built on :func:`input_gradient_squared_norms`, like :func:`gradient_penalty`.
+    Built on :func:`input_gradient_squared_norms`, like :func:`gradient_penalty`, and like it refused under
+    float16 precision (``option`` is what the refusal names).
 
     Returns:
         The penalty (a scalar) and the per-sample gradient norms (detached), for logging.
     """
-    squared = input_gradient_squared_norms(critic, real)
+    squared = input_gradient_squared_norms(critic, real, option)
     return squared.mean(), squared.detach().sqrt()
 
 
@@ -109,6 +151,7 @@ __all__ = [
     "fraction_at_clip_bound",
     "interpolate_real_fake",
     "input_gradient_squared_norms",
+    "check_penalty_precision",
     "gradient_penalty",
     "r1_penalty",
 ]

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from lit_gans.models.dcgan import DCGAN
 from lit_gans.objectives import WassersteinLoss
-from lit_gans.regularizers import clip_weights_, gradient_penalty
+from lit_gans.regularizers import check_penalty_precision, clip_weights_, gradient_penalty
 from lit_gans.validation import check_float
 
 
@@ -84,7 +84,9 @@ class WGANGP(_WassersteinDCGAN):
     no BatchNorm (``discriminator_norm="layer"`` by default, or ``"none"``, ``"instance"``): the penalty is per
     sample. The penalty is built with ``autograd.grad(create_graph=True)`` inside the one critic backward, which
     is what makes it correct under DDP. Logs ``train/gradient_penalty``, ``train/gradient_norm`` (mean
-    ``||grad D(x_hat)||``) and ``train/wasserstein_estimate``.
+    ``||grad D(x_hat)||``) and ``train/wasserstein_estimate``. Float16 precision (``16-mixed``, ``16-true``) is
+    refused when a fit starts: that input gradient is taken on the unscaled critic output and can underflow;
+    ``bf16-mixed`` is supported.
 
     Args:
         gradient_penalty_weight: lambda.
@@ -124,9 +126,20 @@ class WGANGP(_WassersteinDCGAN):
         adam = (torch.optim.Adam, {"lr": learning_rate, "betas": tuple(betas)})
         self.default_generator_optimizer = self.default_discriminator_optimizer = adam
 
+    def configure_callbacks(self) -> list:
+        # the engine's earliest hook of a fit: refuse float16 before any data is prepared (sampling is fine)
+        if self.trainer.state.fn == "fit":
+            check_penalty_precision(self.trainer, self._penalty_option())
+        return super().configure_callbacks()
+
+    def _penalty_option(self) -> str:
+        return f"WGAN-GP's gradient penalty (gradient_penalty_weight={self.gradient_penalty_weight})"
+
     def discriminator_loss(self, real: Tensor, fake: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         loss, logs = self.wasserstein_loss(real, fake)
-        penalty, norms = gradient_penalty(self.discriminator, real, fake, generator=self._noise_generator())
+        penalty, norms = gradient_penalty(
+            self.discriminator, real, fake, generator=self._noise_generator(), option=self._penalty_option()
+        )
         logs.update(gradient_penalty=penalty.detach(), gradient_norm=norms.mean(), gradient_norm_std=norms.std(correction=0))
         return loss + self.gradient_penalty_weight * penalty, logs
 

@@ -122,3 +122,57 @@ def test_r1_weight_adds_half_gamma_times_the_penalty_to_the_discriminator_step()
         DCGAN(r1_penalty_weight=1.0, discriminator_width=4, generator_width=4)
     with pytest.raises(ValueError, match="r1_penalty_weight=-1.0"):
         DCGAN(r1_penalty_weight=-1.0, discriminator_norm="none", discriminator_width=4, generator_width=4)
+
+
+def fp16_trainer(**kwargs):
+    """A Trainer whose precision plugin is real float16 AMP with a loss scaler. On CPU, ``precision="16-mixed"``
+    becomes bf16 (with a warning), so the plugin is built explicitly, as on a GPU."""
+    from gan_testing import tiny_trainer_kwargs
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.plugins import MixedPrecision
+
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    return Trainer(plugins=[plugin], **tiny_trainer_kwargs(**kwargs))
+
+
+def test_float16_is_refused_for_wgan_gp_and_r1_naming_the_option_and_precision():
+    from gan_testing import TINY, RandomImages
+
+    from lit_gans import DCGAN, WGANGP
+
+    trainer = fp16_trainer()
+    assert trainer.precision == "16-mixed" and trainer.precision_plugin.scaler is not None
+    wgan_gp = WGANGP(max_generator_steps=1, **TINY)
+    with pytest.raises(ValueError, match=r"gradient_penalty_weight=10\.0.*precision='16-mixed'.*bf16-mixed") as err:
+        trainer.fit(wgan_gp, RandomImages(n=16))
+    assert wgan_gp.generator_step == 0 and "underflow" in str(err.value)
+    # R1 (the engine's option): refused at the start of the fit too, before any data is prepared
+    r1 = DCGAN(discriminator_norm="none", r1_penalty_weight=1.0, max_generator_steps=1, **TINY)
+    with pytest.raises(ValueError, match=r"r1_penalty_weight=1\.0.*precision='16-mixed'.*bf16-mixed"):
+        fp16_trainer().fit(r1, RandomImages(n=16))
+    assert r1.generator_step == 0
+
+
+def test_float16_refusal_where_the_penalty_is_computed_and_bfloat16_is_fine():
+    d = critic()
+    real, fake = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
+    for fn in (lambda: gradient_penalty(d, real, fake), lambda: r1_penalty(d, real)):
+        with torch.autocast("cpu", dtype=torch.float16), pytest.raises(ValueError, match="float16 autocast"):
+            fn()
+    with pytest.raises(ValueError, match="float16 tensors"):
+        r1_penalty(critic().half(), real.half())
+    expected, _ = gradient_penalty(d, real, fake, x_hat=real)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        penalty, _ = gradient_penalty(d, real, fake, x_hat=real)
+    assert penalty.dtype == torch.float32 and penalty.item() == pytest.approx(expected.item(), rel=0.05)
+
+
+def test_bf16_mixed_trains_wgan_gp():
+    from gan_testing import TINY, RandomImages, tiny_trainer_kwargs
+    from lightning.pytorch import Trainer
+
+    from lit_gans import WGANGP
+
+    model = WGANGP(max_generator_steps=1, n_critic=1, **TINY)
+    Trainer(precision="bf16-mixed", **tiny_trainer_kwargs()).fit(model, RandomImages(n=16))
+    assert model.generator_step == 1 and int(model.nonfinite_steps) == 0
