@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -13,6 +14,57 @@ from lit_gans.datamodules.base import ImageDataModule, to_unit_range
 from lit_gans.validation import check_choice, check_int
 
 DATASETS = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
+IDX_UINT8 = 0x08  # the IDX type code of unsigned bytes, the only one MNIST uses
+
+
+def read_idx_header(dataset: str, path: Path, ndim: int, what: str) -> tuple[int, ...]:
+    """The dimensions of an IDX file of unsigned bytes with ``ndim`` dimensions, after checking its magic number and
+    that its size is exactly header + data.
+
+    Raises:
+        ValueError: starting with ``dataset`` and naming the file: "bad magic number", "truncated: expected N bytes,
+            found M" or "too long: expected N bytes, found M".
+    """
+    size = path.stat().st_size
+    header = 4 * (1 + ndim)
+    with open(path, "rb") as f:
+        head = f.read(header)
+    expected_magic = IDX_UINT8 << 8 | ndim
+    if len(head) >= 4 and int.from_bytes(head[:4], "big") != expected_magic:
+        raise ValueError(
+            f"{dataset}: {path} has a bad magic number 0x{int.from_bytes(head[:4], 'big'):08x} (expected "
+            f"0x{expected_magic:08x}, an IDX file of {what}): the file is corrupt or not the right file. Delete it "
+            "and download it again."
+        )
+    if len(head) < header:
+        raise ValueError(
+            f"{dataset}: {path} is truncated: expected at least {header} bytes (its IDX header), found {size}. "
+            "Delete it and download it again."
+        )
+    dims = tuple(int.from_bytes(head[4 * (i + 1) : 4 * (i + 2)], "big") for i in range(ndim))
+    expected = header + math.prod(dims)
+    if size != expected:
+        problem = "truncated" if size < expected else "too long"
+        raise ValueError(
+            f"{dataset}: {path} is {problem}: expected {expected} bytes (header + {' x '.join(map(str, dims))} "
+            f"{what}), found {size}. Delete it and download it again."
+        )
+    return dims
+
+
+def check_idx_pair(dataset: str, images: Path, labels: Path) -> None:
+    """Check an images/labels pair of MNIST-format IDX files: magic numbers, sizes, and equal counts.
+
+    Raises:
+        ValueError: as :func:`read_idx_header`, or "images and labels disagree in count".
+    """
+    image_dims = read_idx_header(dataset, images, 3, "uint8 pixels")
+    (label_count,) = read_idx_header(dataset, labels, 1, "uint8 labels")
+    if image_dims[0] != label_count:
+        raise ValueError(
+            f"{dataset}: images and labels disagree in count: {images} holds {image_dims[0]} images, {labels} "
+            f"{label_count} labels. One of them is from another split or download; replace both."
+        )
 
 
 class MNISTDataModule(ImageDataModule):
@@ -21,6 +73,9 @@ class MNISTDataModule(ImageDataModule):
     The raw files are read by torchvision from ``data_dir/<MNIST|FashionMNIST>/raw`` (``train-images-idx3-ubyte``
     etc., un-gzipped, or the ``.gz`` archives with ``download=True``, which then only extracts them). The whole
     split is decoded once and kept in memory (47 MB for 60k digits), so no image is decoded per item.
+
+    Missing files raise a ``FileNotFoundError`` listing the paths looked for; a corrupt file a ``ValueError``
+    that names it and what is wrong (bad magic number, truncated, images and labels disagree in count).
 
     Args:
         data_dir: folder that holds (or will hold) torchvision's ``MNIST/raw`` layout.
@@ -64,11 +119,32 @@ class MNISTDataModule(ImageDataModule):
         raw = self.data_dir / cls.__name__ / "raw"
         return [raw / Path(url).name.removesuffix(".gz") for url, _ in cls.resources]
 
+    def _split_files(self) -> tuple[Path, Path]:
+        """The raw images and labels files of the split in use."""
+        raw = self.data_dir / DATASETS[self.dataset].__name__ / "raw"
+        prefix = "train" if self.train else "t10k"
+        return raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
+
+    def _check_files(self) -> bool:
+        """Check the split's raw files when both are there (raising a ``ValueError`` that names the file and the
+        problem); whether they were."""
+        images, labels = self._split_files()
+        if not (images.is_file() and labels.is_file()):
+            return False
+        check_idx_pair(self.dataset, images, labels)
+        return True
+
     def _open(self, download: bool) -> Any:
         cls = DATASETS[self.dataset]
+        checked = self._check_files()  # a corrupt file is reported as such, never as a missing one
         try:
-            return cls(str(self.data_dir), train=self.train, download=download)
-        except (RuntimeError, OSError) as err:  # torchvision: "Dataset not found" or a failed download
+            ds = cls(str(self.data_dir), train=self.train, download=download)
+        except (RuntimeError, OSError, AssertionError, ValueError, TypeError) as err:
+            everything_there = all(p.is_file() for p in self._expected_files())
+            if self._check_files() and everything_there:  # the files are there (maybe just extracted), well formed
+                images, labels = self._split_files()
+                raise ValueError(f"{self.dataset}: torchvision could not read {images} and {labels}: {err}") from err
+            # torchvision: "Dataset not found" or a failed download
             files = "\n  ".join(str(p) for p in self._expected_files())
             how = "the download failed (no network?)" if download else "download=False"
             raise FileNotFoundError(
@@ -76,6 +152,9 @@ class MNISTDataModule(ImageDataModule):
                 f"Put these files (or their .gz archives, with download=True) there, or point data_dir elsewhere. "
                 f"Cause: {err}"
             ) from err
+        if not checked:  # extracted from the .gz archives just now
+            self._check_files()
+        return ds
 
     def prepare_data(self) -> None:
         self._open(self.download)

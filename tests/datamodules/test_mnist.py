@@ -94,3 +94,52 @@ def test_batch_larger_than_dataset_is_an_error(mnist_dir):
     dm = MNISTDataModule(mnist_dir, download=False, batch_size=20_000)
     with pytest.raises(ValueError, match="batch_size=20000"):
         dm.train_dataloader()
+
+
+def corrupted_copy(mnist_dir, tmp_path, name, corrupt):
+    """A data_dir with the real MNIST files of ``mnist_dir`` (all four, as torchvision wants), ``name`` rewritten by
+    ``corrupt``."""
+    import shutil
+
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    shutil.copytree(mnist_dir / "MNIST" / "raw", raw)
+    path = raw / name
+    path.write_bytes(corrupt(path.read_bytes()))
+    return tmp_path / "data", path
+
+
+def test_corrupt_label_header_is_a_bad_magic_number_naming_the_file(mnist_dir, tmp_path):
+    data_dir, path = corrupted_copy(mnist_dir, tmp_path, "train-labels-idx1-ubyte", lambda b: b"\x00\x00\x09\x07" + b[4:])
+    with pytest.raises(ValueError) as err:
+        MNISTDataModule(data_dir, download=False).prepare_data()
+    message = str(err.value)
+    assert message.startswith("mnist: ") and str(path) in message and "bad magic number 0x00000907" in message
+    assert "could not find" not in message
+
+
+def test_truncated_file_says_truncated_with_the_sizes_not_missing(mnist_dir, tmp_path):
+    original = (mnist_dir / "MNIST" / "raw" / "train-images-idx3-ubyte").stat().st_size
+    data_dir, path = corrupted_copy(mnist_dir, tmp_path, "train-images-idx3-ubyte", lambda b: b[: len(b) - 1000])
+    dm = MNISTDataModule(data_dir, download=False)
+    for step in (dm.prepare_data, dm.setup):
+        with pytest.raises(ValueError) as err:
+            step()
+        message = str(err.value)
+        assert message.startswith("mnist: ") and str(path) in message
+        assert f"truncated: expected {original} bytes" in message and f"found {original - 1000}" in message
+        assert "could not find" not in message
+
+
+def test_images_and_labels_that_disagree_in_count_are_refused(mnist_dir, tmp_path):
+    # a well-formed labels file with one label fewer than there are images
+    def drop_last_label(b):
+        count = int.from_bytes(b[4:8], "big")
+        return b[:4] + (count - 1).to_bytes(4, "big") + b[8:-1]
+
+    data_dir, path = corrupted_copy(mnist_dir, tmp_path, "train-labels-idx1-ubyte", drop_last_label)
+    with pytest.raises(ValueError) as err:
+        MNISTDataModule(data_dir, download=False).setup()
+    message = str(err.value)
+    n = len(raw_digits())
+    assert message.startswith("mnist: images and labels disagree in count") and str(path) in message
+    assert f"{n} images" in message and f"{n - 1} labels" in message
