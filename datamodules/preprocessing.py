@@ -7,7 +7,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -17,11 +19,33 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: unreadable images counted by their own reason (empty_file, not_an_image, ...)
+
+#: the reasons :func:`open_image` skips a file for (keys of the summary's ``skipped_by_reason``)
+IMAGE_SKIP_REASONS = {
+    "unreadable_file": "the file (or zip member) cannot be read",
+    "empty_file": "the file has 0 bytes",
+    "not_an_image": "no image format PIL reads",
+    "truncated_image": "the image data ends early",
+    "image_too_large": "more pixels than PIL's decompression-bomb limit, 2 * Image.MAX_IMAGE_PIXELS",
+    "corrupt_image": "an image format PIL reads, but the file cannot be decoded",
+}
+
+# file signatures of the formats in IMAGE_SUFFIXES, to tell a damaged image from something that is no image
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+_BUFFER_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
 
 class Skipped(Exception):
@@ -80,14 +104,46 @@ def list_files(root: Path, suffixes: Sequence[str], include_zips: bool = True) -
     return found
 
 
+def _image_format(data: bytes) -> Optional[str]:
+    """The image format ``data`` starts like, from its signature, or ``None``."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for signature, name in _SIGNATURES if data.startswith(signature)), None)
+
+
+def _describe(err: BaseException, source: SourceFile) -> str:
+    """PIL's message, with the in-memory buffer it names replaced by the file."""
+    return _BUFFER_REPR.sub(str(source), str(err)) or type(err).__name__
+
+
 def open_image(source: SourceFile, mode: str) -> Image.Image:
-    """Decode ``source`` into a PIL image of ``mode`` (EXIF orientation applied), or raise :class:`Skipped`."""
+    """Decode ``source`` into a PIL image of ``mode`` (EXIF orientation applied), or raise :class:`Skipped` with
+    one of the reasons of :data:`IMAGE_SKIP_REASONS` and a detail that names the file (``path`` or
+    ``archive.zip!member``)."""
     try:
-        image = Image.open(io.BytesIO(source.read_bytes()))
+        data = source.read_bytes()
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as err:  # also a zip member with a bad CRC
+        raise Skipped("unreadable_file", f"{source}: {err}") from err
+    if not data:
+        raise Skipped("empty_file", f"{source}: 0 bytes")
+    try:
+        image = Image.open(io.BytesIO(data))
         image.load()
         return ImageOps.exif_transpose(image).convert(mode)
-    except Exception as err:  # PIL raises many types for truncated or corrupt files
-        raise Skipped("unreadable_image", f"{source}: {err}") from err
+    except Image.DecompressionBombError as err:
+        raise Skipped("image_too_large", f"{source}: {_describe(err, source)}") from err
+    except UnidentifiedImageError as err:
+        kind = _image_format(data)
+        if kind is None:
+            raise Skipped("not_an_image", f"{source}: no image format PIL reads ({len(data)} bytes, starting {data[:8]!r})") from err
+        raise Skipped("corrupt_image", f"{source}: starts like a {kind} file but its header cannot be read ({len(data)} bytes)") from err
+    except (OSError, EOFError, SyntaxError, ValueError) as err:  # PIL's errors while decoding
+        message = _describe(err, source)
+        if isinstance(err, EOFError) or "truncated" in message.lower():
+            raise Skipped("truncated_image", f"{source}: {message} ({len(data)} bytes)") from err
+        raise Skipped("corrupt_image", f"{source}: {type(err).__name__}: {message}") from err
+    except Exception as err:  # anything else PIL raises on a broken file
+        raise Skipped("corrupt_image", f"{source}: {type(err).__name__}: {_describe(err, source)}") from err
 
 
 def fingerprint(files: Iterable[SourceFile]) -> str:
@@ -245,6 +301,7 @@ __all__ = [
     "SourceFile",
     "list_files",
     "open_image",
+    "IMAGE_SKIP_REASONS",
     "preprocess",
     "summarize",
     "save_cache",

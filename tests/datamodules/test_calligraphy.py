@@ -97,7 +97,7 @@ def test_dirty_and_unreadable_files_are_counted(rendered, tmp_path):
     shutil.copytree(root, broken)
     (broken / "永" / "scan.jpg").write_bytes(b"not an image")
     dm = module(tmp_path, broken, image_size=64)
-    assert dm.summary["skipped_by_reason"] == {"unreadable_image": 1} and len(dm.train_set) == 24
+    assert dm.summary["skipped_by_reason"] == {"not_an_image": 1} and len(dm.train_set) == 24
 
 
 def test_class_balanced_sampling(tmp_path, rendered):

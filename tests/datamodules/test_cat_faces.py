@@ -79,7 +79,7 @@ def test_unusable_inputs_are_skipped_and_counted(tmp_path):
         "landmarks_outside_image": 1,
         "malformed_annotation": 1,
         "missing_annotation": 1,
-        "unreadable_image": 1,
+        "not_an_image": 1,
     }
     assert {s["file"].split("/")[-1] for s in dm.summary["skipped_files"]} == {f"00000002_00{i}.jpg" for i in range(1, 6)}
     # the summary is saved beside the cache
