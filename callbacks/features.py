@@ -1,5 +1,6 @@
 """Feature extractors for FID/KID/IS: the standard Inception (torch-fidelity's weights, local path honoured, a clear
-error offline), a small MNIST classifier shipped with the package, or any ``nn.Module``."""
+error offline), a small MNIST classifier shipped with the package, or any ``nn.Module``; and torch-fidelity's
+VGG-16 for precision/recall."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from torch import Tensor, nn
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
+#: torchvision's ImageNet VGG-16 (``VGG16_Weights.IMAGENET1K_V1``), which torch-fidelity loads for precision/recall
+VGG16_FILE = "vgg16-397923af.pth"
+VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
 MNIST_WEIGHTS = Path(__file__).parent / "weights" / "mnist_classifier.pt"
 
 
@@ -62,6 +66,45 @@ class MNISTClassifier(nn.Module):
         return model.eval().requires_grad_(False)
 
 
+def to_uint8_rgb(images: Tensor) -> Tensor:
+    """Images in [-1, 1] (1 or 3 channels) to the uint8 RGB ``[0, 255]`` that torch-fidelity's extractors take."""
+    x = images.float()
+    x = x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
+    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def _weights_file(
+    what: str, file: str, url: str, argument: str, weights_path: Optional[Union[str, os.PathLike]], download: bool,
+    alternatives: str,
+) -> Path:
+    """``weights_path`` if given, else ``file`` in torch hub's cache, downloaded there from ``url`` if missing and
+    ``download``; a ``FileNotFoundError`` naming the file and where to put it otherwise."""
+    if weights_path is not None:
+        path = Path(weights_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} not found at {argument}={str(path)!r}")
+        return path
+    path = Path(torch.hub.get_dir()) / "checkpoints" / file
+    if path.is_file():
+        return path
+    hint = (
+        f"The {what} are missing: put {file} (from {url}) at {path} (torch hub's cache, set by $TORCH_HOME), or "
+        f"pass {argument}=/path/to/{file}; {alternatives}"
+    )
+    if not download:
+        raise FileNotFoundError(hint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(15)  # a closed network must fail fast, not hang the run
+    try:
+        torch.hub.download_url_to_file(url, str(path), progress=False)
+    except Exception as err:
+        raise FileNotFoundError(f"{hint} (download failed: {err})") from err
+    finally:
+        socket.setdefaulttimeout(previous)
+    return path
+
+
 def inception_weights_path(weights_path: Optional[Union[str, os.PathLike]] = None, download: bool = True) -> Path:
     """The torch-fidelity Inception weights: ``weights_path`` if given, else torch hub's cache
     (``$TORCH_HOME/hub/checkpoints``); downloaded there if missing and ``download``.
@@ -70,31 +113,44 @@ def inception_weights_path(weights_path: Optional[Union[str, os.PathLike]] = Non
         FileNotFoundError: naming the file and where to put it, when it is missing and cannot be downloaded (no
             network: it fails within seconds rather than hanging).
     """
-    if weights_path is not None:
-        path = Path(weights_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Inception weights not found at weights_path={str(path)!r}")
-        return path
-    path = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
-    if path.is_file():
-        return path
-    hint = (
-        f"The Inception weights for FID/KID/IS are missing: put {INCEPTION_FILE} (from {INCEPTION_URL}) at {path} "
-        f"(torch hub's cache, set by $TORCH_HOME), or pass weights_path=/path/to/{INCEPTION_FILE}; "
-        "or use feature_extractor='mnist' or your own nn.Module."
+    return _weights_file(
+        "Inception weights for FID/KID/IS", INCEPTION_FILE, INCEPTION_URL, "weights_path", weights_path, download,
+        "or use feature_extractor='mnist' or your own nn.Module.",
     )
-    if not download:
-        raise FileNotFoundError(hint)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(15)  # a closed network must fail fast, not hang the run
-    try:
-        torch.hub.download_url_to_file(INCEPTION_URL, str(path), progress=False)
-    except Exception as err:
-        raise FileNotFoundError(f"{hint} (download failed: {err})") from err
-    finally:
-        socket.setdefaulttimeout(previous)
-    return path
 
 
-__all__ = ["MNISTClassifier", "inception_weights_path", "INCEPTION_FILE", "INCEPTION_URL"]
+def vgg16_weights_path(weights_path: Optional[Union[str, os.PathLike]] = None, download: bool = True) -> Path:
+    """torchvision's ImageNet VGG-16 weights (``VGG16_Weights.IMAGENET1K_V1``, 528 MB, what torch-fidelity's
+    precision/recall use): ``weights_path`` if given, else torch hub's cache (``$TORCH_HOME/hub/checkpoints``,
+    where torchvision itself keeps them); downloaded there if missing and ``download``.
+
+    Raises:
+        FileNotFoundError: naming the file and where to put it, when it is missing and cannot be downloaded.
+    """
+    return _weights_file(
+        "VGG-16 weights for precision/recall", VGG16_FILE, VGG16_URL, "vgg16_weights_path", weights_path, download,
+        "or use precision_recall_features='extractor' (the FID extractor's features).",
+    )
+
+
+class VGG16Features(nn.Module):
+    """torch-fidelity's VGG-16 features for precision/recall (``FeatureExtractorVGG16``, layer ``fc2_relu``:
+    4096-d, the layer torch-fidelity's and Kynkäänniemi et al.'s precision/recall use) from a local weights file
+    (a torchvision ``vgg16`` state dict), fed images in [-1, 1] of 1 or 3 channels."""
+
+    num_features = 4096
+
+    def __init__(self, weights: Union[str, os.PathLike]) -> None:
+        super().__init__()
+        from torch_fidelity.feature_extractor_vgg16 import FeatureExtractorVGG16
+
+        self.net = FeatureExtractorVGG16("vgg16", ["fc2_relu"], feature_extractor_weights_path=str(weights))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(to_uint8_rgb(images))[0]
+
+
+__all__ = [
+    "MNISTClassifier", "VGG16Features", "inception_weights_path", "vgg16_weights_path", "to_uint8_rgb",
+    "INCEPTION_FILE", "INCEPTION_URL", "VGG16_FILE", "VGG16_URL",
+]

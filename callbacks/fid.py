@@ -11,34 +11,54 @@ from typing import Any, Optional, Union
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from lit_gans.callbacks.base import PeriodicCallback, log_scalars
-from lit_gans.callbacks.features import MNISTClassifier, inception_weights_path
+from lit_gans.callbacks.features import (
+    MNISTClassifier,
+    VGG16Features,
+    inception_weights_path,
+    to_uint8_rgb,
+    vgg16_weights_path,
+)
 from lit_gans.callbacks.precision_recall import PrecisionRecall
 from lit_gans.datamodules.image_folder import default_cache_dir
 from lit_gans.datamodules.preprocessing import atomic_write_bytes
-from lit_gans.validation import check_int
+from lit_gans.validation import check_choice, check_int
 
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 
 
 class _Inception(nn.Module):
-    """torch-fidelity's Inception v3 (2048-d pool features) from a local weights file, fed images in [-1, 1]."""
+    """torch-fidelity's Inception v3 from a local weights file, fed images in [-1, 1]: ``forward`` gives the 2048-d
+    pool features (FID, KID), ``logits`` the 1008 class logits without bias (``logits_unbiased``, what torchmetrics'
+    and torch-fidelity's Inception Score use)."""
+
+    num_features = 2048
 
     def __init__(self, weights: Path) -> None:
         super().__init__()
         from torchmetrics.image.fid import NoTrainInceptionV3
 
-        self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(weights))
-        self.num_features = 2048
+        self.net = NoTrainInceptionV3(
+            name="inception-v3-compat",
+            features_list=["2048", "logits_unbiased"],
+            feature_extractor_weights_path=str(weights),
+        )
+
+    def _outputs(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        # the tuple of every requested feature (torchmetrics' forward returns only the first)
+        pool, logits = self.net._torch_fidelity_forward(to_uint8_rgb(images))
+        return pool.reshape(len(images), -1), logits.reshape(len(images), -1)
 
     def forward(self, images: Tensor) -> Tensor:
-        x = images.float()
-        x = x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
-        return self.net(((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)).reshape(x.shape[0], -1)
+        return self._outputs(images)[0]
+
+    def logits(self, images: Tensor) -> Tensor:
+        return self._outputs(images)[1]
 
 
 class _FromMinusOneOne(nn.Module):
@@ -52,6 +72,24 @@ class _FromMinusOneOne(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.module(images).flatten(1)
+
+    def logits(self, images: Tensor) -> Tensor:
+        return self.module.logits(images).flatten(1)
+
+
+def has_logits(module: nn.Module) -> bool:
+    """Whether a user extractor gives class logits (a ``logits`` method) for the Inception Score."""
+    return callable(getattr(module, "logits", None))
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """A digest of a module's state (names, dtypes, shapes and values): other weights, another digest."""
+    h = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        value = value.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}\0{value.dtype}\0{value.numel()}\n".encode())
+        h.update(value.view(torch.uint8).numpy())
+    return h.hexdigest()[:16]
 
 
 def build_extractor(
@@ -71,9 +109,12 @@ class FIDCallback(PeriodicCallback):
     """Fréchet Inception Distance (Heusel et al. 2017) of the generator's samples, from torchmetrics'
     ``FrechetInceptionDistance`` (and ``KernelInceptionDistance``, ``InceptionScore`` with ``kid``/``inception_score``).
 
-    * Real statistics are computed once per run from the first ``num_real`` training images and cached on disk,
-      keyed by dataset, split, extractor and sample count (``cache_dir``); never re-added per evaluation or in the
-      sanity check.
+    * Real statistics are computed once per run from the first ``num_real`` training images and cached on disk
+      (``cache_dir``), keyed by everything that changes them: the datamodule's
+      :meth:`~lit_gans.datamodules.ImageDataModule.data_identity` (class, absolute data folder, preprocessing
+      parameters, input files, validation split and seed), the extractor and a digest of its weights, and the
+      sample count; never re-added per evaluation or in the sanity check. A datamodule without ``data_identity``
+      (or data given as bare dataloaders) is not cached.
     * Fake images come from a fixed set of ``num_fake`` latent vectors (seed ``seed``), so successive values are
       comparable; they are generated in batches with the generator in eval mode (the weight-averaged one when the
       model keeps one, ``generator_ema_decay``), with autocast off.
@@ -81,9 +122,9 @@ class FIDCallback(PeriodicCallback):
       ranks call it), so the value equals the single-process one on the same samples.
     * The feature extractor lives on the callback, never in the LightningModule, so it is not saved in checkpoints.
 
-    Logs ``fid`` (``kid``, ``inception_score``) against the generator step; ``ModelCheckpoint(monitor="fid",
-    mode="min")`` keeps the best checkpoint (GANs often degrade after their best step). Tracks ``best_fid`` and
-    ``best_step`` (restored from checkpoints).
+    Logs ``fid`` (``kid``, ``inception_score``, ``precision``, ``recall``) against the generator step;
+    ``ModelCheckpoint(monitor="fid", mode="min")`` keeps the best checkpoint (GANs often degrade after their best
+    step). Tracks ``best_fid`` and ``best_step`` (restored from checkpoints).
 
     Example::
 
@@ -98,15 +139,27 @@ class FIDCallback(PeriodicCallback):
         every_n_generator_steps: evaluate every n generator updates.
         every_n_epochs: evaluate every n epochs.
         batch_size: images per extractor forward.
-        kid: also compute KID (subset size ``min(1000, num_fake)``).
+        kid: also compute KID.
+        kid_subset_size: KID's subset size; at most ``num_real`` and ``num_fake`` (default
+            ``min(1000, num_real, num_fake)``, lowered to the number of real images when the training data has
+            fewer than ``num_real``).
         precision_recall: also compute improved precision and recall (Kynkäänniemi et al. 2019; logged as
             ``precision`` and ``recall``; :class:`~lit_gans.callbacks.precision_recall.PrecisionRecall`), which
             tell fidelity from coverage. Keeps every real feature in memory, like KID.
+        precision_recall_features: the features of precision/recall: ``extractor`` (default: the FID extractor's,
+            e.g. Inception pool features, so values are not comparable with the paper's) or ``vgg16``
+            (torch-fidelity's VGG-16 ``fc2_relu`` features, as in the paper and torch-fidelity; needs the
+            torchvision weights file :data:`~lit_gans.callbacks.features.VGG16_FILE`, 528 MB). Which one is used
+            is logged once at setup.
+        vgg16_weights_path: the VGG-16 weights file (default: torch hub's cache, downloaded there if missing and
+            ``download``; a clear error offline).
         precision_recall_neighborhood: the k of the k-nearest-neighbour balls (3 in the paper).
-        inception_score: also compute the Inception Score over the extractor's output as logits.
+        inception_score: also compute the Inception Score (10 splits) over the extractor's class logits: the
+            Inception's ``logits_unbiased`` (as torchmetrics and torch-fidelity), the MNIST classifier's 10 logits,
+            or a user module's ``logits`` method (required: features are no class posterior).
         cache_dir: where real statistics are cached (default ``<lit_gans cache>/fid``); ``None`` with a user
             module and no ``cache_name`` disables the cache.
-        cache_name: names a user module's features in the cache key.
+        cache_name: names a user module's features in the cache key (with a digest of its weights).
         seed: seed of the fixed fake latent vectors.
     """
 
@@ -128,6 +181,9 @@ class FIDCallback(PeriodicCallback):
         cache_name: Optional[str] = None,
         seed: int = 1234,
         at_train_end: bool = False,
+        kid_subset_size: Optional[int] = None,
+        precision_recall_features: str = "extractor",
+        vgg16_weights_path: Optional[str] = None,
     ) -> None:
         super().__init__(every_n_generator_steps, every_n_epochs, at_train_end)
         self.feature_extractor = feature_extractor
@@ -135,8 +191,23 @@ class FIDCallback(PeriodicCallback):
         self.num_fake = check_int("num_fake", num_fake, minimum=2)
         self.batch_size = check_int("batch_size", batch_size)
         self.kid, self.inception_score = kid, inception_score
+        if inception_score and isinstance(feature_extractor, nn.Module) and not has_logits(feature_extractor):
+            raise ValueError(
+                f"inception_score=True needs class logits, and {type(feature_extractor).__name__} has no `logits` "
+                "method: the score of a softmax over features means nothing. Add a `logits(images) -> (N, classes)` "
+                "method, or set inception_score=False"
+            )
+        self.kid_subset_size = check_int("kid_subset_size", kid_subset_size, optional=True)
+        if self.kid_subset_size is not None and self.kid_subset_size > min(self.num_real, self.num_fake):
+            raise ValueError(
+                f"kid_subset_size={kid_subset_size} must not exceed num_real={num_real} nor num_fake={num_fake}"
+            )
         self.precision_recall = precision_recall
         self.precision_recall_neighborhood = check_int("precision_recall_neighborhood", precision_recall_neighborhood)
+        self.precision_recall_features = check_choice(
+            "precision_recall_features", precision_recall_features, ("extractor", "vgg16")
+        )
+        self.vgg16_weights_path = vgg16_weights_path
         self.weights_path, self.download = weights_path, download
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "fid"
         self.cache_name = cache_name
@@ -151,39 +222,72 @@ class FIDCallback(PeriodicCallback):
         # ranks (the engineering notes), and a missing Inception file fails now rather than mid-run.
         extractor, self.extractor_name = build_extractor(self.feature_extractor, self.weights_path, self.download)
         extractor = extractor.eval().requires_grad_(False)
+        self._extractor, self._extractor_fingerprint = extractor, None
         self.fid = FrechetInceptionDistance(feature=extractor, reset_real_features=False, normalize=True)
         self.kid_metric = self.is_metric = self.prc_metric = None
         if self.precision_recall:
-            self.prc_metric = PrecisionRecall(extractor, self.precision_recall_neighborhood, reset_real_features=False)
+            if self.precision_recall_features == "vgg16":
+                features = VGG16Features(vgg16_weights_path(self.vgg16_weights_path, self.download))
+                described = "torch-fidelity's VGG-16 fc2_relu features (as Kynkäänniemi et al. 2019, torch-fidelity)"
+            else:
+                features = extractor
+                described = (
+                    f"the {self.extractor_name} extractor's features, not VGG-16 as in Kynkäänniemi et al. 2019 and "
+                    "torch-fidelity (precision_recall_features='vgg16' for those)"
+                )
+            rank_zero_info(f"FIDCallback: precision and recall use {described}")
+            features = features.eval().requires_grad_(False)
+            self.prc_metric = PrecisionRecall(features, self.precision_recall_neighborhood, reset_real_features=False)
         if self.kid:
             from torchmetrics.image.kid import KernelInceptionDistance
 
+            # lowered to the real images' count once known (_add_real)
             self.kid_metric = KernelInceptionDistance(
-                feature=extractor, subset_size=min(1000, self.num_fake), reset_real_features=False, normalize=True
+                feature=extractor, subset_size=self._kid_subset_size(self.num_real), reset_real_features=False,
+                normalize=True,
             )
         if self.inception_score:
             from torchmetrics.image.inception import InceptionScore
 
-            logits = _Logits(extractor)
-            self.is_metric = InceptionScore(feature=logits)  # normalize=False: our float images pass unchanged
+            # the built-in extractors have logits, a user module was checked in __init__; normalize=False: our
+            # float images pass unchanged
+            self.is_metric = InceptionScore(feature=_Logits(extractor))
         self._real_done = False
+
+    def _kid_subset_size(self, num_real: int) -> int:
+        """KID's subset size for ``num_real`` real images in all (all ranks) and ``num_fake`` fake ones."""
+        if self.kid_subset_size is None:
+            return min(1000, num_real, self.num_fake)
+        if self.kid_subset_size > num_real:
+            raise ValueError(
+                f"kid_subset_size={self.kid_subset_size} exceeds the {num_real} real images the training data has"
+            )
+        return self.kid_subset_size
 
     def _metrics(self) -> list:
         return [m for m in (self.fid, self.kid_metric, self.is_metric, self.prc_metric) if m is not None]
 
     # ------------------------------------------------------------------ real statistics
     def cache_path(self, trainer: Trainer) -> Optional[Path]:
+        """Where the real statistics of this run are cached (``None``: not cached). The key holds everything that
+        changes them: the datamodule's ``data_identity()`` (its images), the extractor and a digest of its
+        weights, and ``num_real``."""
         if isinstance(self.feature_extractor, nn.Module) and self.cache_name is None:
             return None
-        dm = trainer.datamodule
+        data_identity = getattr(trainer.datamodule, "data_identity", None)
+        if not callable(data_identity):
+            rank_zero_info(
+                "FIDCallback: the real statistics are not cached, as the data has no data_identity() saying what "
+                "determines its images (see lit_gans.datamodules.ImageDataModule)"
+            )
+            return None
+        if self._extractor_fingerprint is None:
+            self._extractor_fingerprint = module_fingerprint(self._extractor)
         identity = {
-            "datamodule": type(dm).__name__ if dm is not None else None,
-            "data": str(getattr(dm, "data_dir", "")),
-            "dataset": getattr(dm, "dataset", None),
-            "train": getattr(dm, "train", True),
-            "image_shape": list(getattr(dm, "image_shape", []) or []),
+            "data": data_identity(),
             "split": "train",
             "extractor": self.cache_name or self.extractor_name,
+            "weights": self._extractor_fingerprint,
             "num_real": self.num_real,
         }
         key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -213,7 +317,10 @@ class FIDCallback(PeriodicCallback):
         share = None
         keep_features = [m for m in (self.kid_metric, self.prc_metric) if m is not None]  # not cached
         if states is None or keep_features:
-            share = self._real_images(trainer)[trainer.global_rank :: trainer.world_size]
+            images = self._real_images(trainer)
+            if self.kid_metric is not None:  # the count of all ranks together, which compute() gathers
+                self.kid_metric.subset_size = self._kid_subset_size(len(images))
+            share = images[trainer.global_rank :: trainer.world_size]
         for metric in keep_features:
             self._update(metric, share, pl_module, real=True)
         if states is None:
@@ -292,15 +399,14 @@ class FIDCallback(PeriodicCallback):
 
 
 class _Logits(nn.Module):
-    """Class logits for the Inception Score: the extractor's ``logits`` if it has them, else its output."""
+    """Class logits for the Inception Score: the extractor's ``logits``."""
 
     def __init__(self, extractor: nn.Module) -> None:
         super().__init__()
         self.extractor = extractor
 
     def forward(self, images: Tensor) -> Tensor:
-        fn = getattr(self.extractor, "logits", None)
-        return fn(images) if fn is not None else self.extractor(images)
+        return self.extractor.logits(images)
 
 
 __all__ = ["FIDCallback", "build_extractor"]

@@ -15,7 +15,10 @@ class PrecisionRecall(Metric):
     share of real samples inside some generated ball (coverage: low under mode collapse even when FID looks fine).
 
     Features are kept (not running sums) and gathered across DDP ranks by torchmetrics; the computation is
-    torch-fidelity's (``prc_features_to_metric``), so values match its ``precision``/``recall``.
+    torch-fidelity's (``prc_features_to_metric``), so values match its ``precision``/``recall`` on the same features.
+    The paper and torch-fidelity use VGG-16 features (:class:`~lit_gans.callbacks.features.VGG16Features`);
+    ``FIDCallback`` passes its FID extractor's features unless ``precision_recall_features="vgg16"``, and logs
+    which.
 
     Args:
         feature: module mapping images to ``(N, d)`` features.

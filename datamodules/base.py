@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import os
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -86,6 +89,24 @@ def split_indices(n: int, val_split: float | int, seed: int) -> tuple[Tensor, Te
     return perm[n_val:], perm[:n_val]
 
 
+#: Constructor arguments that change how the images are loaded, never which images: left out of
+#: :meth:`ImageDataModule.data_identity`.
+NOT_IDENTITY = frozenset({"self", "batch_size", "num_workers", "download", "cache_dir", "preprocess_workers"})
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly, order-independent form of an identity value (paths resolved, sets sorted)."""
+    if isinstance(value, os.PathLike):
+        return str(Path(value).expanduser().resolve())
+    if isinstance(value, (set, frozenset)):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
 class ImageDataModule(LightningDataModule):
     """Base of every DataModule of the package (and what the CLI accepts as ``data``).
 
@@ -114,6 +135,30 @@ class ImageDataModule(LightningDataModule):
         self.seed = seed
         self.train_set: Optional[Dataset] = None
         self.val_set: Optional[Dataset] = None
+
+    def data_identity(self) -> dict[str, Any]:
+        """Everything that determines this module's training images, as a JSON-friendly dict: two modules with the
+        same identity yield the same ``train_set``. ``FIDCallback`` keys its cached real statistics on it.
+
+        Generic: the class, the resolved absolute ``data_dir`` (a relative one means another folder from another
+        working directory), ``val_split``, ``seed``, and every constructor argument of the class and its bases
+        that is kept as an attribute of the same name, except those that only change how images are loaded
+        (:data:`NOT_IDENTITY`: ``batch_size``, ``num_workers``, ``download``, ...). Subclasses whose images depend
+        on more (the input files, attributes stored under other names) extend it.
+        """
+        identity: dict[str, Any] = {"class": f"{type(self).__module__}.{type(self).__qualname__}"}
+        for cls in type(self).__mro__:
+            if cls in (ImageDataModule, LightningDataModule, object) or "__init__" not in vars(cls):
+                continue
+            for name, parameter in inspect.signature(vars(cls)["__init__"]).parameters.items():
+                if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) or name in NOT_IDENTITY:
+                    continue
+                if name not in identity and hasattr(self, name):
+                    identity[name] = _plain(getattr(self, name))
+        if getattr(self, "data_dir", None) is not None:
+            identity["data_dir"] = str(Path(self.data_dir).expanduser().resolve())
+        identity["val_split"], identity["seed"] = self.val_split, self.seed
+        return identity
 
     def _set_tensors(self, images: Tensor, labels: Tensor) -> None:
         train_idx, val_idx = split_indices(len(images), self.val_split, self.seed)

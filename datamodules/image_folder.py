@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
-from lit_gans.datamodules.base import ImageDataModule, to_unit_range
+from lit_gans.datamodules.base import ImageDataModule, _plain, to_unit_range
 from lit_gans.datamodules.preprocessing import (
     IMAGE_SUFFIXES,
     SourceFile,
@@ -110,6 +110,12 @@ class CachedImageDataModule(ImageDataModule):
     def _check_data_dir(self) -> None:
         if not self.data_dir.is_dir():
             raise FileNotFoundError(f"{type(self).__name__}: data_dir={str(self.data_dir)!r} is not a folder")
+
+    def data_identity(self) -> dict[str, Any]:
+        """:meth:`ImageDataModule.data_identity` plus what the preprocessing cache is keyed on: :meth:`cache_params`
+        and the fingerprint of the input files (names, sizes, modification times)."""
+        _, _, _, sources, _ = self.collect_inputs()
+        return {**super().data_identity(), **_plain(self.cache_params()), "files": fingerprint(sources)}
 
     def cache_path(self, sources: Sequence[SourceFile]) -> Path:
         key = cache_key({**self.cache_params(), "data_dir": str(self.data_dir.resolve()), "files": fingerprint(sources)})

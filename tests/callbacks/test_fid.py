@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from types import SimpleNamespace
 
@@ -14,7 +15,7 @@ from torch.utils.data import TensorDataset
 
 from lit_gans import VanillaGAN
 from lit_gans.callbacks import FIDCallback
-from lit_gans.callbacks.features import INCEPTION_FILE
+from lit_gans.callbacks.features import INCEPTION_FILE, VGG16_FILE, VGG16_URL
 from lit_gans.datamodules import MNISTDataModule
 
 
@@ -33,7 +34,9 @@ class ReplayGAN(torch.nn.Module):
 
 
 def trainer_with(real: torch.Tensor):
-    dm = SimpleNamespace(train_set=TensorDataset(real, torch.zeros(len(real))), data_dir="x", image_shape=real.shape[1:])
+    digest = hashlib.sha256(real.numpy().tobytes()).hexdigest()  # the images are the data's whole identity
+    train_set = TensorDataset(real, torch.zeros(len(real)))
+    dm = SimpleNamespace(train_set=train_set, data_identity=lambda: {"images": digest})
     return SimpleNamespace(
         datamodule=dm, global_rank=0, world_size=1, is_global_zero=True,
         strategy=SimpleNamespace(reduce=lambda t, reduce_op: t),
@@ -193,3 +196,147 @@ def test_precision_recall_tell_mode_collapse_from_noise(digits, mnist_dir, tmp_p
     assert good[0] > 0.6 and good[1] > 0.6, good
     assert collapsed[0] > 0.6 and collapsed[1] < 0.3, collapsed  # faithful but one mode: recall says so
     assert noise[0] < 0.1, noise
+
+
+# ---------------------------------------------------------------------------------------------- Inception Score
+def reference_inception_score(weights, images: torch.Tensor, layer: str) -> float:
+    """torchmetrics' InceptionScore on torch-fidelity's Inception ``layer`` read from ``weights``, fed the digits'
+    original uint8 pixels (MNIST maps them to [-1, 1] exactly), with the permutation of seed 0."""
+    from torchmetrics.image.fid import NoTrainInceptionV3
+    from torchmetrics.image.inception import InceptionScore
+
+    net = NoTrainInceptionV3("inception-v3-compat", [layer], feature_extractor_weights_path=str(weights))
+    metric = InceptionScore(feature=net)
+    metric.update(((images + 1) * 127.5).round().to(torch.uint8).repeat(1, 3, 1, 1))
+    torch.manual_seed(0)
+    return float(metric.compute()[0])
+
+
+def test_inception_score_uses_the_inception_class_logits(calibrated_inception_home, monkeypatch, digits, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(calibrated_inception_home))
+    real, fake = digits[:4], digits[4:24]  # 20 fakes: 2 per split of the score's 10
+    cb = FIDCallback("inception", num_real=4, num_fake=20, batch_size=10, inception_score=True,
+                     cache_dir=tmp_path / "fid", download=False)  # fmt: skip
+    cb.setup(None, None, "fit")
+    torch.manual_seed(0)  # the score's split permutation (nothing else in evaluate draws from the global RNG)
+    logged = float(cb.evaluate(trainer_with(real), ReplayGAN(fake))["inception_score"])
+    weights = calibrated_inception_home / "hub" / "checkpoints" / INCEPTION_FILE
+    on_logits, on_features = (reference_inception_score(weights, fake, layer) for layer in ("logits_unbiased", "2048"))
+    assert logged == pytest.approx(on_logits, rel=1e-4)
+    assert abs(on_logits - on_features) > 0.05 * on_logits, (on_logits, on_features)  # the test tells them apart
+
+
+class WithLogits(ProjectionFeatures):
+    """A user extractor with class scores: 5 logits from its 16 features."""
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward(images)[:, :5] * 3
+
+
+def test_inception_score_of_a_user_extractor_uses_its_logits(tmp_path):
+    from torchmetrics.image.inception import InceptionScore
+
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.rand(8, 1, 8, 8, generator=g) * 2 - 1, torch.rand(40, 1, 8, 8, generator=g) * 2 - 1
+    extractor = WithLogits()
+    cb = FIDCallback(extractor, num_real=8, num_fake=40, inception_score=True, cache_dir=None, batch_size=16)
+    cb.setup(None, None, "fit")
+    torch.manual_seed(0)
+    logged = float(cb.evaluate(trainer_with(real), ReplayGAN(fake))["inception_score"])
+    reference = InceptionScore(feature=torch.nn.Module())  # the score's formula, on logits computed here
+    reference.features.append(fake.flatten(1) @ extractor.weight[:, :5] * 3)
+    torch.manual_seed(0)
+    assert logged == pytest.approx(float(reference.compute()[0]), rel=1e-5)
+
+
+def test_inception_score_refuses_a_user_extractor_without_logits():
+    with pytest.raises(ValueError, match=r"inception_score=True.*ProjectionFeatures has no `logits`"):
+        FIDCallback(ProjectionFeatures(), inception_score=True)
+    FIDCallback(ProjectionFeatures())  # fine without the score
+
+
+# ---------------------------------------------------------------------------------------------- KID subset size
+def reference_kid(real: torch.Tensor, fake: torch.Tensor, subset_size: int) -> float:
+    """torchmetrics' KID on ProjectionFeatures, with the subsets of seed 0."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    kid = KernelInceptionDistance(feature=ProjectionFeatures(), subset_size=subset_size)
+    kid.update(real, real=True)
+    kid.update(fake, real=False)
+    torch.manual_seed(0)
+    return float(kid.compute()[0])
+
+
+@pytest.mark.parametrize("available", [10, 7])  # num_real images, or fewer in the training data
+def test_kid_with_fewer_real_than_fake_images(available, tmp_path):
+    # num_real < num_fake: the subset must fit the real images too (as with num_real < 1000 <= num_fake)
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.rand(available, 1, 8, 8, generator=g) * 2 - 1, torch.rand(20, 1, 8, 8, generator=g) * 2 - 1
+    cb = FIDCallback(ProjectionFeatures(), num_real=10, num_fake=20, kid=True, cache_dir=None)
+    cb.setup(None, None, "fit")
+    torch.manual_seed(0)  # KID's subsets (nothing else in evaluate draws from the global RNG)
+    logged = float(cb.evaluate(trainer_with(real), ReplayGAN(fake))["kid"])
+    assert cb.kid_metric.subset_size == available
+    assert logged == pytest.approx(reference_kid(real, fake, available), rel=1e-4, abs=1e-7)
+
+
+def test_kid_subset_size_argument(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    real, fake = torch.rand(10, 1, 8, 8, generator=g) * 2 - 1, torch.rand(20, 1, 8, 8, generator=g) * 2 - 1
+    cb = FIDCallback(ProjectionFeatures(), num_real=10, num_fake=20, kid=True, kid_subset_size=4, cache_dir=None)
+    cb.setup(None, None, "fit")
+    torch.manual_seed(0)
+    logged = float(cb.evaluate(trainer_with(real), ReplayGAN(fake))["kid"])
+    assert logged == pytest.approx(reference_kid(real, fake, 4), rel=1e-4, abs=1e-7)
+    with pytest.raises(ValueError, match=r"kid_subset_size=11 must not exceed num_real=10"):
+        FIDCallback(ProjectionFeatures(), num_real=10, num_fake=20, kid=True, kid_subset_size=11)
+    short = FIDCallback(ProjectionFeatures(), num_real=10, num_fake=20, kid=True, kid_subset_size=8, cache_dir=None)
+    short.setup(None, None, "fit")
+    with pytest.raises(ValueError, match=r"kid_subset_size=8 exceeds the 6 real images"):
+        short.evaluate(trainer_with(real[:6]), ReplayGAN(fake))
+
+
+# ---------------------------------------------------------------------------------------------- precision/recall
+def test_precision_recall_say_which_features_they_use(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        FIDCallback(ProjectionFeatures(), precision_recall=True, cache_dir=None).setup(None, None, "fit")
+    assert "precision and recall use the ProjectionFeatures extractor's features, not VGG-16" in caplog.text
+
+
+def test_precision_recall_on_vgg16_features(vgg16_home, monkeypatch, digits, caplog):
+    import logging
+
+    from torch_fidelity.feature_extractor_vgg16 import FeatureExtractorVGG16
+
+    monkeypatch.setenv("TORCH_HOME", str(vgg16_home))
+    noise = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    real, fake = digits[:6], torch.cat([digits[6:9], noise])  # half faithful, half not
+    cb = FIDCallback(ProjectionFeatures(pixels=784), num_real=6, num_fake=6, precision_recall=True, cache_dir=None,
+                     precision_recall_features="vgg16", download=False)  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        cb.setup(None, None, "fit")
+    assert "precision and recall use torch-fidelity's VGG-16 fc2_relu features" in caplog.text
+    results = cb.evaluate(trainer_with(real), ReplayGAN(fake))
+    # torch-fidelity's own VGG-16 extractor on the same file, fed the digits' original uint8 pixels
+    vgg = FeatureExtractorVGG16("vgg16", ["fc2_relu"], feature_extractor_weights_path=str(
+        vgg16_home / "hub" / "checkpoints" / VGG16_FILE))  # fmt: skip
+    features = vgg(((torch.cat([real, fake]) + 1) * 127.5).round().to(torch.uint8).repeat(1, 3, 1, 1))[0].double()
+    expected = knn_precision_recall(features[:6], features[6:], k=3)
+    assert (float(results["precision"]), float(results["recall"])) == pytest.approx(expected, abs=1e-6)
+    assert cb.prc_metric.real_features[0].shape[1] == 4096
+    assert cb.fid.real_features_sum.shape == (16,)  # FID keeps its own extractor
+
+
+def test_missing_vgg16_weights_fail_offline_with_the_file_and_place(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cb = FIDCallback(ProjectionFeatures(), precision_recall=True, precision_recall_features="vgg16", download=False)
+    place = tmp_path / "torch" / "hub" / "checkpoints"
+    with pytest.raises(FileNotFoundError, match=rf"{VGG16_FILE} \(from {VGG16_URL}\) at {place}"):
+        cb.setup(None, None, "fit")
+    with pytest.raises(FileNotFoundError, match="vgg16_weights_path='/nowhere/vgg.pth'"):
+        FIDCallback(ProjectionFeatures(), precision_recall=True, precision_recall_features="vgg16",
+                    vgg16_weights_path="/nowhere/vgg.pth").setup(None, None, "fit")  # fmt: skip
+    with pytest.raises(ValueError, match="precision_recall_features='vgg'"):
+        FIDCallback(ProjectionFeatures(), precision_recall_features="vgg")
