@@ -38,7 +38,7 @@ from lit_gans.augment import DiffAugmentHook
 from lit_gans.loggers import WANDB_RUN_KEY, wandb_run_of
 from lit_gans.networks.layers import has_batchnorm, spectral_norm_
 from lit_gans.objectives import NonSaturatingLoss, Objective
-from lit_gans.regularizers import r1_penalty
+from lit_gans.regularizers import check_penalty_precision, r1_penalty
 from lit_gans.validation import check_choice, check_float, check_int
 
 # The same types LightningCLI exposes as ``OptimizerCallable``/``LRSchedulerCallable``; spelled out here so the
@@ -582,6 +582,8 @@ class GAN(LightningModule):
                 f"The model's image_shape={tuple(self.image_shape)} does not match the datamodule's "
                 f"image_shape={tuple(shape)}; build the model with image_shape={tuple(shape)} (the CLI links it)."
             )
+        if self.r1_penalty_weight and self.trainer.state.fn == "fit":
+            check_penalty_precision(self.trainer, f"the R1 penalty (r1_penalty_weight={self.r1_penalty_weight})")
         return []
 
     def setup(self, stage: str) -> None:
