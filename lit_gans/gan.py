@@ -376,6 +376,8 @@ class GAN(LightningModule):
 
     # ------------------------------------------------------------------ the loop
     def training_step(self, batch: Any, batch_idx: int) -> None:
+        if self._budget_reached():
+            return
         real = self.real_images(batch)
         if self.channels_last and real.dim() == 4:
             real = real.contiguous(memory_format=torch.channels_last)
@@ -383,6 +385,7 @@ class GAN(LightningModule):
         g_opt, d_opt = self.optimizers()
         z = self.sample_latent(n)
         fake_with_graph, rollbacks = None, self._rollbacks
+        buffers = self._network_buffers()
         if self.reuse_fake_for_generator and self._critic_steps + 1 >= self.critic_steps_for(self._generator_step):
             fake_with_graph = self.generator(z)  # G's graph is kept for the generator update below
             fake = fake_with_graph.detach()
@@ -399,7 +402,7 @@ class GAN(LightningModule):
                 logs["r1_penalty"] = penalty.detach()
             d_opt.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
-            if self._step_is_finite(d_loss, "discriminator", d_opt):
+            if self._step_is_finite(d_loss, "discriminator", d_opt, buffers):
                 d_opt.step()
                 self.after_discriminator_step()
         finally:
@@ -409,6 +412,7 @@ class GAN(LightningModule):
 
         if self._critic_steps >= self.critic_steps_for(self._generator_step):
             self.toggle_optimizer(g_opt)
+            buffers = self._network_buffers()
             try:
                 if fake_with_graph is not None and self._rollbacks == rollbacks:  # a rollback replaced G's weights
                     fake = fake_with_graph
@@ -418,7 +422,7 @@ class GAN(LightningModule):
                 g_loss, g_logs = self.generator_loss(fake, z)
                 g_opt.zero_grad(set_to_none=True)
                 self.manual_backward(g_loss)
-                if self._step_is_finite(g_loss, "generator", g_opt):
+                if self._step_is_finite(g_loss, "generator", g_opt, buffers):
                     g_opt.step()
             finally:
                 self.untoggle_optimizer(g_opt)
@@ -431,7 +435,7 @@ class GAN(LightningModule):
                 self.update_generator_ema()
             for scheduler in self._lr_scheduler_list():
                 scheduler.step()
-            if self.max_generator_steps is not None and self._generator_step >= self.max_generator_steps:
+            if self._budget_reached():
                 self.trainer.should_stop = True
 
         if self._logging_now():
@@ -458,6 +462,18 @@ class GAN(LightningModule):
         self._ema_statistics_stale = False
         return net
 
+    def _budget_reached(self) -> bool:
+        return self.max_generator_steps is not None and self._generator_step >= self.max_generator_steps
+
+    def on_train_start(self) -> None:
+        if self._budget_reached():  # a finished run resumed: train nothing, say so
+            rank_zero_info(
+                f"lit_gans: the budget of max_generator_steps={self.max_generator_steps} generator steps is already "
+                f"reached (generator step {self._generator_step}); nothing to train. Raise max_generator_steps to "
+                "train on."
+            )
+            self.trainer.should_stop = True
+
     def _logging_now(self) -> bool:
         """Whether Lightning sends this batch's logs to the loggers (every ``log_every_n_steps`` batches, and the
         last one). ``self.log`` costs about 0.1 ms a value in Python, which is most of a small MLP GAN's step, so the
@@ -466,9 +482,19 @@ class GAN(LightningModule):
         return bool(getattr(connector, "should_update_logs", True))
 
     # ------------------------------------------------------------------ divergence
-    def _step_is_finite(self, loss: Tensor, network: str, optimizer: Any) -> bool:
-        """Whether ``loss`` is finite on every rank; if not, drop this step's gradients, count it, and stop or roll
-        back after ``max_nonfinite_steps`` consecutive ones."""
+    def _network_buffers(self) -> Optional[list[tuple[Tensor, Tensor]]]:
+        """``(buffer, copy)`` for every buffer of G and D (BatchNorm statistics, spectral norm's vectors), which the
+        forwards of a step update, so that a skipped step can put them back; ``None`` without ``check_finite``."""
+        if not self.check_finite:
+            return None
+        return [(b, b.clone()) for net in (self.generator, self.discriminator) for b in net.buffers()]
+
+    def _step_is_finite(
+        self, loss: Tensor, network: str, optimizer: Any, buffers: Optional[list[tuple[Tensor, Tensor]]] = None
+    ) -> bool:
+        """Whether ``loss`` is finite on every rank; if not, drop this step's gradients, restore ``buffers`` (the
+        step leaves no trace in the model), count it, and stop or roll back after ``max_nonfinite_steps``
+        consecutive ones."""
         if not self.check_finite:
             return True
         value = float(loss.detach())  # the one host synchronization per optimizer step
@@ -481,6 +507,9 @@ class GAN(LightningModule):
             self._nonfinite_consecutive[network] = 0
             return True
         optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for buffer, saved in buffers or ():
+                buffer.copy_(saved)
         self.nonfinite_steps.add_(1)
         self._nonfinite_consecutive[network] += 1
         self.log("train/nonfinite_steps", self.nonfinite_steps.float(), on_step=True, on_epoch=False)
@@ -511,6 +540,7 @@ class GAN(LightningModule):
         if path is None:
             raise NonFiniteLossError(self._divergence_message(network, value) + " No checkpoint to roll back to.")
         checkpoint = torch.load(path, map_location=self.device, weights_only=False)
+        diverged = self._divergence_message(network, value).split("; stopping")[0]  # before the restore
         done = self._rollbacks + 1
         self.load_state_dict(checkpoint["state_dict"])
         self._ema_statistics_stale = True
@@ -525,8 +555,8 @@ class GAN(LightningModule):
         self.rollbacks.fill_(done)
         self._nonfinite_consecutive = {"discriminator": 0, "generator": 0}
         rank_zero_warn(
-            f"{self._divergence_message(network, value).split('; stopping')[0]}; rolled back to {path} "
-            f"(generator step {self._generator_step}) with learning rates x{self.rollback_lr_factor**done:g} "
+            f"{diverged}; rolled back to {path} "
+            f"(saved at generator step {self._generator_step}) with learning rates x{self.rollback_lr_factor**done:g} "
             f"of the original (rollback {done} of at most {self.max_rollbacks})"
         )
 
@@ -561,6 +591,8 @@ class GAN(LightningModule):
                 lr = group.get("lr")
                 if isinstance(lr, (int, float)) and not (math.isfinite(lr) and lr >= 0):
                     raise ValueError(f"{name} has lr={lr}: a learning rate must be a finite number >= 0")
+                if lr == 0:
+                    rank_zero_warn(f"{name} has lr=0: that network will never change")
 
     def configure_optimizers(self) -> Any:
         optimizers = []

@@ -191,7 +191,8 @@ def test_truncated_checkpoint_is_detected_and_the_previous_one_used(tmp_path):
     with pytest.warns(UserWarning):
         assert resolve_checkpoint(tmp_path) == good
     good.write_bytes(b"")
-    with pytest.warns(UserWarning), pytest.raises(FileNotFoundError, match="no valid checkpoint"):
+    # nothing to fall back to: the error names every checkpoint tried and what is wrong with it
+    with pytest.raises(FileNotFoundError, match=r"no valid checkpoint .*a\.ckpt: unreadable.*b\.ckpt: unreadable"):
         resolve_checkpoint(tmp_path)
 
 
@@ -262,3 +263,68 @@ def test_two_deterministic_cpu_runs_give_identical_weights():
     a, b = run(), run()
     assert int(a["generator_steps"]) == 200
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_skipped_nonfinite_step_leaves_no_trace_in_batchnorm_statistics():
+    # 16x16: both networks have BatchNorm, whose running statistics every training-mode forward moves
+    model = NaNAfter(start=0, max_nonfinite_steps=100, max_generator_steps=1, **dict(TINY, image_shape=(1, 16, 16)))
+    Trainer(**tiny_trainer_kwargs()).fit(model, RandomImages(n=64, image_shape=(1, 16, 16)))
+    assert int(model.nonfinite_steps) == 1  # the one D step was skipped, the G step was not
+    tracked = {k: int(v) for k, v in model.state_dict().items() if k.endswith("num_batches_tracked")}
+    assert any(k.startswith("generator.") for k in tracked) and any(k.startswith("discriminator.") for k in tracked)
+    # only the G step's forwards count (G(z), then D(G(z))): the skipped D step's G(z), D(real) and D(fake) do not
+    assert tracked == {k: 1 for k in tracked}
+
+
+class NaNBatch(DCGAN):
+    """Real batches are NaN at generator step ``at``: D's forward on them would poison its statistics."""
+
+    def __init__(self, at: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.at = at
+
+    def real_images(self, batch):
+        real = super().real_images(batch)
+        return real * float("nan") if self.generator_step == self.at else real
+
+
+def test_one_nan_batch_does_not_poison_batchnorm_statistics_or_checkpoints(tmp_path):
+    model = NaNBatch(at=2, max_generator_steps=4, **dict(TINY, image_shape=(1, 16, 16)))  # D with BatchNorm
+    trainer = Trainer(**tiny_trainer_kwargs())
+    trainer.fit(model, RandomImages(n=64, image_shape=(1, 16, 16)))
+    assert int(model.nonfinite_steps) == 1
+    trainer.save_checkpoint(tmp_path / "after.ckpt")
+    state = torch.load(tmp_path / "after.ckpt", weights_only=True)["state_dict"]
+    for key, value in state.items():
+        assert torch.isfinite(value.float()).all(), key
+
+
+def test_rollback_warning_names_the_divergence_and_the_diverged_step(tmp_path):
+    model = NaNAfter(start=5, max_nonfinite_steps=2, on_nonfinite="rollback", max_rollbacks=1, **TINY)
+    checkpoints = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_last=True)
+    trainer = Trainer(**tiny_trainer_kwargs(callbacks=[checkpoints], enable_checkpointing=True))
+    with pytest.warns(UserWarning) as warnings_, pytest.raises(NonFiniteLossError):
+        trainer.fit(model, RandomImages(n=256))
+    (message,) = [str(w.message) for w in warnings_ if "rolled back" in str(w.message)]
+    # D steps at generator steps 5 and 6 were non-finite: the run diverged at step 6, the checkpoint is older
+    assert "discriminator loss was nan for 2 consecutive steps at generator step 6" in message
+    restored = int(message.split("saved at generator step ")[1].split(")")[0])
+    assert restored < 6
+
+
+def test_a_zero_learning_rate_is_reported():
+    with pytest.warns(UserWarning, match="discriminator_optimizer has lr=0: that network will never change"):
+        DCGAN(discriminator_optimizer=lambda p: torch.optim.Adam(p, lr=0.0), **TINY)
+
+
+def test_a_finished_run_resumed_in_python_trains_nothing(tmp_path, caplog):
+    model = DCGAN(max_generator_steps=3, **TINY)
+    trainer = Trainer(**tiny_trainer_kwargs())
+    trainer.fit(model, RandomImages(n=64))
+    trainer.save_checkpoint(tmp_path / "done.ckpt")
+    resumed = DCGAN(max_generator_steps=3, **TINY)
+    Trainer(**tiny_trainer_kwargs()).fit(resumed, RandomImages(n=64), ckpt_path=tmp_path / "done.ckpt")
+    assert resumed.generator_step == 3
+    for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert "already reached" in caplog.text
