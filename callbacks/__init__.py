@@ -7,5 +7,14 @@ from lit_gans.callbacks.features import MNISTClassifier
 from lit_gans.callbacks.fid import FIDCallback
 from lit_gans.callbacks.gradients import GradientNormMonitor
 from lit_gans.callbacks.samples import SampleGrid
+from lit_gans.checkpoints import LastCheckpoint
 
-__all__ = ["DiversityMonitor", "FIDCallback", "GradientNormMonitor", "MNISTClassifier", "PeriodicCallback", "SampleGrid"]
+__all__ = [
+    "DiversityMonitor",
+    "FIDCallback",
+    "GradientNormMonitor",
+    "LastCheckpoint",
+    "MNISTClassifier",
+    "PeriodicCallback",
+    "SampleGrid",
+]

@@ -1,8 +1,10 @@
-"""Checkpoints that survive interruption: atomic writes, and resuming from the newest checkpoint that loads.
+"""Checkpoints that survive interruption: atomic writes, a ``last.ckpt`` written on a schedule, and resuming from
+the newest checkpoint that loads.
 
 Example::
 
-    from lit_gans.checkpoints import resolve_checkpoint
+    from lit_gans.checkpoints import LastCheckpoint, resolve_checkpoint
+    trainer = Trainer(callbacks=[LastCheckpoint(every_n_generator_steps=500, every_n_minutes=10)])
     trainer.fit(model, datamodule, ckpt_path=resolve_checkpoint("lightning_logs/lit-gans/abc123/checkpoints"))
 """
 
@@ -10,17 +12,23 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lit_gans.datamodules.preprocessing import atomic_write_bytes
+from lit_gans.validation import check_float, check_int
 
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops")
+#: the temporary files of :func:`~lit_gans.datamodules.preprocessing.atomic_write_bytes`: ``.<name>.tmp-<pid>``
+TEMPORARY_FILE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -50,24 +58,138 @@ def checkpoint_problem(path: Union[str, os.PathLike]) -> Optional[str]:
 
 def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
     """The checkpoint to resume from: ``path`` itself when it is a valid checkpoint file; for a folder, or a file
-    that turns out corrupt, the newest valid ``*.ckpt`` beside it (by modification time), with a warning for
-    every corrupt one skipped.
+    that turns out corrupt, the newest valid ``*.ckpt`` beside it (by modification time), with a warning naming
+    every corrupt one skipped. Temporary files left by a run killed while saving are removed.
 
     Raises:
-        FileNotFoundError: when no valid checkpoint exists there.
+        FileNotFoundError: when ``path`` does not exist, or no valid checkpoint exists there (naming what is wrong
+            with each one tried).
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint file or folder at {path}")
     folder = path if path.is_dir() else path.parent
+    remove_stale_temporaries(folder)
     candidates = [] if path.is_dir() else [path]
     candidates += sorted(
         (p for p in folder.glob("*.ckpt") if p != path), key=lambda p: p.stat().st_mtime, reverse=True
     )
+    skipped = []
     for candidate in candidates:
         problem = checkpoint_problem(candidate)
         if problem is None:
+            if skipped:
+                rank_zero_warn(f"Skipping {'; '.join(skipped)}; resuming from {candidate}")
             return candidate
-        rank_zero_warn(f"Skipping checkpoint {candidate}: {problem}; falling back to an older one")
-    raise FileNotFoundError(f"no valid checkpoint to resume from at {path}")
+        skipped.append(f"checkpoint {candidate}: {problem}")
+    found = f": {'; '.join(skipped)}" if skipped else " (no *.ckpt file)"
+    raise FileNotFoundError(f"no valid checkpoint to resume from at {path}{found}")
 
 
-__all__ = ["AtomicCheckpointIO", "checkpoint_problem", "resolve_checkpoint"]
+def remove_stale_temporaries(folder: Union[str, os.PathLike]) -> list[Path]:
+    """Delete the temporary files (``.<name>.tmp-<pid>``) that a process killed while saving left in ``folder``;
+    those of a process still running on this machine are kept. Returns the removed paths."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        match = TEMPORARY_FILE.match(path.name)
+        if match is None or _process_alive(int(match["pid"])):
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:  # another process cleaned it first
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` for resuming, written on a schedule: every ``every_n_generator_steps`` generator updates and
+    every ``every_n_minutes`` minutes of training, whichever comes first (each right after a generator update), and
+    when training ends; the engine also writes it when SIGTERM arrives. Always the same file, replaced atomically,
+    so ``last.ckpt`` is the newest state even after a resume (never ``last-v1.ckpt``).
+
+    Generator steps put checkpoints at the same steps in every run; the time bound keeps the work a kill can lose
+    small when steps are slow (a 128x128 WGAN-GP on a CPU). Either can be ``None``.
+
+    The folder is Lightning's (``<save_dir>/<project>/<run id>/checkpoints`` with a logger) unless ``dirpath`` is
+    given; stale temporary files of an earlier killed save are removed there at the start.
+
+    Example::
+
+        >>> from lightning.pytorch import Trainer
+        >>> trainer = Trainer(callbacks=[LastCheckpoint(every_n_generator_steps=500, every_n_minutes=10)])
+    """
+
+    def __init__(
+        self,
+        dirpath: Optional[Union[str, os.PathLike]] = None,
+        every_n_generator_steps: Optional[int] = 500,
+        every_n_minutes: Optional[float] = 10.0,
+    ) -> None:
+        super().__init__(dirpath=dirpath, filename=self.CHECKPOINT_NAME_LAST, save_top_k=0, enable_version_counter=False)
+        self.every_n_generator_steps = check_int("every_n_generator_steps", every_n_generator_steps, optional=True)
+        self.every_n_minutes = check_float("every_n_minutes", every_n_minutes, optional=True)
+        self._saved_step: Optional[int] = None
+        self._saved_time = time.monotonic()
+
+    @property
+    def path(self) -> str:
+        """Where ``last.ckpt`` is written (known once the trainer is set up)."""
+        return os.path.join(str(self.dirpath), self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._saved_step, self._saved_time = _generator_step(pl_module), time.monotonic()
+        if trainer.is_global_zero:
+            for stale in remove_stale_temporaries(self.dirpath):
+                rank_zero_info(f"lit_gans: removed {stale}, left by a run killed while saving")
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = _generator_step(pl_module)
+        if step == self._saved_step or trainer.received_sigterm:  # no new generator update (or the engine saves)
+            return
+        due = self.every_n_generator_steps is not None and step % self.every_n_generator_steps == 0
+        if self.every_n_minutes is not None:  # rank 0's clock decides: every rank must take part in the save
+            late = time.monotonic() - self._saved_time >= 60 * self.every_n_minutes
+            due = trainer.strategy.broadcast(due or late)
+        if due:
+            self.save(trainer, step)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        if _generator_step(pl_module) != self._saved_step:
+            self.save(trainer, _generator_step(pl_module))
+
+    def save(self, trainer: Any, step: int) -> None:
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        self.last_model_path = self.path  # part of the saved state
+        self._save_checkpoint(trainer, self.path)
+        self._saved_step, self._saved_time = step, time.monotonic()
+
+    # Lightning's epoch-end and validation-end saves: this callback has its own schedule
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        pass
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        pass
+
+
+def _generator_step(pl_module: Any) -> int:
+    return int(getattr(pl_module, "generator_step", pl_module.global_step))
+
+
+__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "checkpoint_problem", "remove_stale_temporaries", "resolve_checkpoint"]

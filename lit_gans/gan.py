@@ -662,7 +662,13 @@ class NonFiniteLossError(RuntimeError):
 
 
 def preemption_checkpoint_path(trainer: Any) -> str:
-    """``last.ckpt`` in the checkpoint callback's folder (``default_root_dir/checkpoints`` without one)."""
+    """``last.ckpt`` of the :class:`~lit_gans.checkpoints.LastCheckpoint` callback, else in the checkpoint
+    callback's folder (``default_root_dir/checkpoints`` without one)."""
+    from lit_gans.checkpoints import LastCheckpoint
+
+    last = [c for c in trainer.callbacks if isinstance(c, LastCheckpoint)]
+    if last:
+        return last[0].path
     callback = trainer.checkpoint_callback
     folder = getattr(callback, "dirpath", None) or os.path.join(trainer.default_root_dir, "checkpoints")
     return os.path.join(folder, "last.ckpt")
