@@ -15,20 +15,26 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import lit_gans
 import lit_gans.callbacks
 from lit_gans.checkpoints import resolve_checkpoint
 from lit_gans.datamodules import ImageDataModule
-from lit_gans.gan import GAN, NonFiniteLossError
+from lit_gans.gan import GAN, NonFiniteLossError, preemption_checkpoint_path
 from lit_gans.loggers import wandb_run_in_checkpoint
 
 PACKAGE_DIRS = tuple(str(Path(m.__file__).parent) for m in (lit_gans, lit_gans.callbacks, lit_gans.datamodules))
 USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLossError)
+#: exit status of a fit stopped by SIGTERM before its budget, after saving ``last.ckpt``: sysexits.h's EX_TEMPFAIL,
+#: "a temporary failure; the user is invited to retry" (a retry wrapper resumes on it, and stops on 0)
+PREEMPTED_EXIT_STATUS = 75
+CHECKPOINT_ALIASES = ("last", "best", "hpc", "registry")
 
 
 class GANCLI(LightningCLI):
@@ -41,16 +47,104 @@ class GANCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
 
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        self._command_line = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """``--ckpt_path``: a checkpoint file or a folder (its newest valid checkpoint; a corrupt file falls back
+        to the newest valid one beside it), resolved before anything is built. The model's arguments come from
+        the command line, then the checkpoint, then the config files: the checkpoint's hyperparameters replace
+        the config's (the run continues as it was trained), except those given on the command line; each
+        difference is reported. Lightning's own version applied the checkpoint over the command line, silently."""
+        if not self.config.get("subcommand"):
+            return
+        config = self.config[self.config.subcommand]
+        path = config.get("ckpt_path")
+        if not path or path in CHECKPOINT_ALIASES:
+            return
+        if not Path(path).exists():
+            raise FileNotFoundError(f"--ckpt_path={path}: no such checkpoint file or folder")
+        config["ckpt_path"] = str(resolve_checkpoint(path))
+        apply_checkpoint_hyperparameters(config.model, config["ckpt_path"], command_line_model_keys(self._command_line))
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        path = config.get("ckpt_path")
-        if not path or path in ("last", "best", "hpc", "registry") or not Path(path).exists():
-            return
-        # --ckpt_path may name a folder (resume from its newest valid checkpoint) or a checkpoint that turns out
-        # corrupt (fall back to the newest valid one beside it, with a warning)
-        config["ckpt_path"] = str(resolve_checkpoint(path))
-        if self.subcommand == "fit":
+        # the data's shape is linked into the model at instantiation, over whatever the command line said
+        explicit = "image_shape" in command_line_model_keys(self._command_line) and "model" in config
+        self._requested_image_shape = config.model.init_args.get("image_shape") if explicit else None
+        if self.subcommand == "fit" and config.get("ckpt_path") not in (None, *CHECKPOINT_ALIASES):
             continue_wandb_run(config.trainer.logger, config["ckpt_path"])
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        requested, linked = self._requested_image_shape, getattr(self.datamodule, "image_shape", None)
+        if requested is not None and linked is not None and tuple(requested) != tuple(linked):
+            raise ValueError(
+                f"model.init_args.image_shape={tuple(requested)} conflicts with the data's image_shape="
+                f"{tuple(linked)}, which the model takes: set the data's image_size/channels instead"
+            )
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except SIGTERMException:
+            model = self.model
+            print(
+                f"lit-gans: stopped by SIGTERM at generator step {model.generator_step} of "
+                f"max_generator_steps={model.max_generator_steps}; resume with --ckpt_path "
+                f"{Path(preemption_checkpoint_path(self.trainer)).parent} (exit status {PREEMPTED_EXIT_STATUS})",
+                file=sys.stderr,
+            )
+            raise SystemExit(PREEMPTED_EXIT_STATUS) from None
+
+
+def command_line_model_keys(command_line: list[str]) -> set[str]:
+    """The model arguments given on the command line: ``--model.init_args.NAME[.more]=...`` (or ``--model.NAME``)
+    names ``NAME``."""
+    keys = set()
+    for token in command_line:
+        for prefix in ("--model.init_args.", "--model."):
+            if token.startswith(prefix):
+                keys.add(token[len(prefix):].split("=", 1)[0].split(".", 1)[0])
+                break
+    return keys
+
+
+def apply_checkpoint_hyperparameters(model_config: Namespace, checkpoint_path: str, command_line_keys: set[str]) -> None:
+    """Put the checkpoint's stored model hyperparameters into ``model_config`` (``class_path`` + ``init_args``),
+    except the keys in ``command_line_keys``; report each value that changes, and refuse another model class."""
+    stored = dict(torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters") or {})
+    class_path = stored.pop("_class_path", None)
+    stored.pop("_instantiator", None)
+    if class_path is not None and _class(class_path) is not _class(model_config.class_path):
+        raise ValueError(
+            f"--ckpt_path={checkpoint_path} holds a {class_path}, but the config's model is {model_config.class_path}"
+        )
+    init_args = model_config.init_args
+    for key, saved in stored.items():
+        if key == "image_shape" or key not in init_args:  # image_shape comes from the data (linked)
+            continue
+        current = init_args[key]
+        if _plain(current) == _plain(saved):
+            continue
+        if key in command_line_keys:
+            rank_zero_info(f"lit_gans: --model.init_args.{key}={current!r} overrides the checkpoint's {saved!r}")
+        else:
+            init_args[key] = saved
+            rank_zero_info(
+                f"lit_gans: {key}={saved!r} from the checkpoint (the config says {current!r}; pass "
+                f"--model.init_args.{key}=... to change it)"
+            )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists, so that a yaml list equals the tuple a checkpoint stored."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def continue_wandb_run(logger_config: Any, checkpoint_path: str) -> None:
@@ -82,11 +176,13 @@ def _class(class_path: str) -> type:
 
 def _user_error(err: BaseException) -> Optional[BaseException]:
     """The package's own ValueError/FileNotFoundError/NonFiniteLossError behind ``err`` (jsonargparse and
-    Lightning wrap them), or ``None``."""
+    Lightning wrap them), or a missing optional module, or ``None``."""
     seen: set[int] = set()
     current: Optional[BaseException] = err
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, ModuleNotFoundError):  # an optional dependency the config needs (tensorboard)
+            return current
         if isinstance(current, USER_ERRORS):
             tb = current.__traceback__
             while tb is not None and tb.tb_next is not None:
@@ -108,7 +204,10 @@ def main(args: Optional[list[str]] = None) -> GANCLI:
         user = _user_error(err)
         if user is None:
             raise
-        print(f"lit-gans: error: {user}", file=sys.stderr)
+        message = str(user).strip()
+        if isinstance(user, ModuleNotFoundError):  # Lightning appends pip hints on further lines
+            message = message.splitlines()[0]
+        print(f"lit-gans: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -1,0 +1,189 @@
+"""Interrupting and resuming a shipped config through the ``lit-gans`` command, as a preempted cloud user does:
+the scheduled last.ckpt, SIGKILL and SIGTERM, the exit status, the README's resume command, a finished run,
+stale temporary files, --ckpt_path files and folders, and which model arguments win."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_gans.checkpoints import checkpoint_problem
+from lit_gans.cli import PREEMPTED_EXIT_STATUS
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "configs" / "dcgan_mnist.yaml"
+
+
+def command(mnist_dir: Path, *extra: str) -> list[str]:
+    """The README's main job on the test MNIST, checkpointing every 20 generator steps instead of 500."""
+    return [
+        sys.executable, "-m", "lit_gans", "fit", "--config", str(CONFIG),
+        f"--data.init_args.data_dir={mnist_dir}", "--data.init_args.download=false", "--data.init_args.batch_size=32",
+        "--trainer.callbacks.every_n_generator_steps=20", "--trainer.enable_progress_bar=false", *extra,
+    ]  # fmt: skip
+
+
+def start(cwd: Path, mnist_dir: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, WANDB_MODE="disabled")
+    return subprocess.Popen(command(mnist_dir, *extra), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run(cwd: Path, mnist_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="disabled")
+    return subprocess.run(command(mnist_dir, *extra), cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def checkpoint_folder(cwd: Path) -> Path:
+    (folder,) = (cwd / "lightning_logs" / "lit-gans").glob("*/checkpoints")
+    return folder
+
+
+def step_of(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True)["state_dict"]["generator_steps"])
+
+
+def wait_for_last(cwd: Path, proc: subprocess.Popen, min_step: int, timeout: float = 120) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for last in (cwd / "lightning_logs" / "lit-gans").glob("*/checkpoints/last.ckpt"):
+            if checkpoint_problem(last) is None and step_of(last) >= min_step:
+                return last
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+    raise TimeoutError("no scheduled checkpoint appeared")
+
+
+def test_sigkill_after_the_first_interval_leaves_a_checkpoint_the_readme_resume_continues(tmp_path, mnist_dir):
+    proc = start(tmp_path, mnist_dir, "--model.init_args.max_generator_steps=5000")
+    last = wait_for_last(tmp_path, proc, min_step=20)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = step_of(last)
+    assert saved % 20 == 0 and saved < 5000
+    folder = checkpoint_folder(tmp_path)
+    # a save that the kill interrupted leaves a temporary file; the resume removes it
+    (folder / ".last.ckpt.tmp-999999999").write_bytes(b"partial")
+    # the README's resume command (a folder); the budget given on the command line wins over the checkpoint's
+    resumed = run(tmp_path, mnist_dir, f"--ckpt_path={folder}", f"--model.init_args.max_generator_steps={saved + 10}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"max_generator_steps={saved + 10} overrides the checkpoint's 5000" in resumed.stderr
+    assert step_of(folder / "last.ckpt") == saved + 10
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]  # no last-v1.ckpt, no temporary file
+
+
+def test_sigterm_exits_with_the_preemption_status_and_last_stays_the_newest(tmp_path, mnist_dir):
+    proc = start(tmp_path, mnist_dir, "--model.init_args.max_generator_steps=5000")
+    wait_for_last(tmp_path, proc, min_step=20)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == PREEMPTED_EXIT_STATUS == 75, output
+    folder = checkpoint_folder(tmp_path)
+    stopped = step_of(folder / "last.ckpt")  # written at the SIGTERM, past the scheduled step
+    assert f"stopped by SIGTERM at generator step {stopped} of max_generator_steps=5000" in output
+    assert f"resume with --ckpt_path {folder.relative_to(tmp_path)}" in output
+
+    # resumed to a budget from the config file: the checkpoint's 5000 is kept unless the command line says otherwise
+    budget = stopped + 25
+    resumed = run(tmp_path, mnist_dir, f"--ckpt_path={folder / 'last.ckpt'}", f"--model.init_args.max_generator_steps={budget}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+    assert step_of(folder / "last.ckpt") == budget  # "last" is the last, after the resume too
+    before = (folder / "last.ckpt").stat().st_mtime_ns
+
+    # resuming the finished run trains nothing and says so
+    again = run(tmp_path, mnist_dir, f"--ckpt_path={folder}", f"--model.init_args.max_generator_steps={budget}")
+    assert again.returncode == 0, again.stderr
+    assert f"budget of max_generator_steps={budget} generator steps is already reached" in again.stderr
+    assert step_of(folder / "last.ckpt") == budget and (folder / "last.ckpt").stat().st_mtime_ns == before
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mnist_dir) -> Path:
+    """A finished 6-step run of the config with tiny networks and an averaged generator; its checkpoint folder."""
+    cwd = tmp_path_factory.mktemp("trained")
+    from lit_gans.cli import main
+
+    # W&B offline, named by the logger itself: wandb reads WANDB_MODE once per process, so an in-process run
+    # cannot switch it after an earlier test's run
+    old, mode = os.getcwd(), os.environ.pop("WANDB_MODE", None)
+    os.chdir(cwd)
+    try:
+        main(command(mnist_dir, "--model.init_args.max_generator_steps=6", "--model.init_args.generator_width=8",
+                     "--model.init_args.discriminator_width=8")[3:])  # fmt: skip
+    finally:
+        os.chdir(old)
+        if mode is not None:
+            os.environ["WANDB_MODE"] = mode
+    return checkpoint_folder(cwd)
+
+
+@pytest.fixture
+def checkpoints(trained, tmp_path) -> Path:
+    """A copy of the finished run's checkpoint folder, for one test to resume from."""
+    return Path(shutil.copytree(trained, tmp_path / "checkpoints"))
+
+
+def cli(tmp_path, monkeypatch, mnist_dir, *extra):
+    from lit_gans.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    return main(command(mnist_dir, *extra)[3:])
+
+
+def test_a_file_and_a_folder_resume_alike_and_the_command_line_wins(trained, tmp_path, monkeypatch, mnist_dir, caplog):
+    for path in (trained, trained / "last.ckpt"):
+        path = shutil.copytree(trained, tmp_path / path.name) if path.is_dir() else shutil.copy(path, tmp_path)
+        run_ = cli(tmp_path, monkeypatch, mnist_dir, f"--ckpt_path={path}", "--model.init_args.max_generator_steps=9",
+                   "--model.init_args.generator_ema_decay=0.99")  # fmt: skip
+        model = run_.model
+        assert model.generator_step == 9 and model.max_generator_steps == 9
+        assert model.generator_ema is not None and model.hparams.generator_ema_decay == 0.99
+        # the architecture came from the checkpoint, not from the config file's width 64
+        assert model.hparams.generator_width == 8
+    assert "generator_width=8 from the checkpoint (the config says 64" in caplog.text
+
+
+def test_a_corrupt_checkpoint_file_falls_back_to_a_valid_one_beside_it(checkpoints, tmp_path, monkeypatch, mnist_dir):
+    corrupt = checkpoints / "corrupt.ckpt"
+    corrupt.write_bytes((checkpoints / "last.ckpt").read_bytes()[:1000])
+    with pytest.warns(UserWarning, match=r"Skipping checkpoint .*corrupt\.ckpt: unreadable.*resuming from .*last\.ckpt"):
+        model = cli(tmp_path, monkeypatch, mnist_dir, f"--ckpt_path={corrupt}", "--model.init_args.max_generator_steps=7").model
+    assert model.generator_step == 7
+
+
+def test_another_model_class_is_refused(checkpoints, tmp_path, monkeypatch, mnist_dir, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli(tmp_path, monkeypatch, mnist_dir, "--model=lit_gans.LSGAN", f"--ckpt_path={checkpoints}")
+    assert exit_.value.code == 2
+    assert "holds a lit_gans.DCGAN, but the config's model is lit_gans.LSGAN" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--ckpt_path=missing/last.ckpt"], "lit-gans: error: --ckpt_path=missing/last.ckpt: no such checkpoint file or folder"),
+        (["--ckpt_path=notes.txt"], "lit-gans: error: no valid checkpoint to resume from at notes.txt: checkpoint notes.txt: unreadable"),
+        (["--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger", "--trainer.logger.save_dir=tb"],
+         "lit-gans: error: Neither `tensorboard` nor `tensorboardX` is available"),
+        (["--model.init_args.image_shape=[1, 32, 32]"],
+         "lit-gans: error: model.init_args.image_shape=(1, 32, 32) conflicts with the data's image_shape=(1, 28, 28)"),
+    ],
+    ids=["missing checkpoint", "text file as checkpoint", "tensorboard missing", "image_shape overridden"],
+)
+def test_bad_input_is_one_error_line_without_a_traceback(args, message, tmp_path, mnist_dir):
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    result = run(tmp_path, mnist_dir, *args)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lit-gans: error:")]
+    assert len(errors) == 1 and errors[0].startswith(message), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "lightning_logs").exists() or "image_shape" in message  # failed before any run was made
