@@ -5,6 +5,10 @@ scalar. The objects let a model or a config choose an objective by name
 (``objective: {class_path: lit_gans.objectives.LeastSquaresLoss, init_args: {a: -1, b: 1, c: 0}}``) without
 touching the training loop.
 
+The relativistic objectives (Jolicoeur-Martineau 2019) compare real and fake outputs with each other, so their
+generator loss also takes D's output on the real batch; they say so with ``needs_real_output``, and only then does
+the engine's G step run that extra discriminator forward.
+
 Example::
 
     >>> import torch
@@ -17,6 +21,9 @@ Example::
 
 from __future__ import annotations
 
+import importlib
+from typing import Any, ClassVar, Optional, Union
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -28,6 +35,10 @@ __all__ = [
     "WassersteinLoss",
     "LeastSquaresLoss",
     "HingeLoss",
+    "RSGANLoss",
+    "RaSGANLoss",
+    "RaLSGANLoss",
+    "RaHingeLoss",
     "bce_discriminator_loss",
     "minimax_generator_loss",
     "non_saturating_generator_loss",
@@ -37,6 +48,14 @@ __all__ = [
     "least_squares_generator_loss",
     "hinge_discriminator_loss",
     "hinge_generator_loss",
+    "rsgan_discriminator_loss",
+    "rsgan_generator_loss",
+    "rasgan_discriminator_loss",
+    "rasgan_generator_loss",
+    "ralsgan_discriminator_loss",
+    "ralsgan_generator_loss",
+    "rahinge_discriminator_loss",
+    "rahinge_generator_loss",
 ]
 
 
@@ -109,21 +128,175 @@ def hinge_generator_loss(fake_out: Tensor) -> Tensor:
     return -fake_out.mean()
 
 
+# Relativistic objectives (Jolicoeur-Martineau, "The relativistic discriminator: a key element missing from standard
+# GAN", ICLR 2019; reference code github.com/AlexiaJM/RelativisticGAN, ``code/GAN_losses_iter.py``). ``C`` is the
+# raw discriminator output (before any sigmoid), ``E`` the batch mean. The generator functions take
+# ``(fake_out, real_out)``, the order of :meth:`Objective.generator_loss`; ``real_out`` is a constant for G (it is
+# computed from real images) but is not detached here: that is the caller's choice.
+
+
+def rsgan_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    r"""Relativistic standard GAN (RSGAN) D loss on logits (Jolicoeur-Martineau 2019, sec. 4.1, algorithm 1).
+
+    .. math:: L_D = -\mathbb{E}_{(x_r, x_f)}[\log \sigma(C(x_r) - C(x_f))]
+                  = \mathbb{E}[\mathrm{softplus}(-(C(x_r) - C(x_f)))]
+
+    i.e. ``BCE(C(x_r) - C(x_f), 1)``. Real and fake outputs are paired one to one (``real_logits[i]`` with
+    ``fake_logits[i]``), so both must have the same shape. Computed with ``softplus``, never ``log(sigmoid)``.
+    """
+    _check_paired(real_logits, fake_logits)
+    return F.softplus(-(real_logits - fake_logits)).mean()
+
+
+def rsgan_generator_loss(fake_logits: Tensor, real_logits: Tensor) -> Tensor:
+    r"""RSGAN generator loss (Jolicoeur-Martineau 2019, sec. 4.1, algorithm 1): the D loss with real and fake swapped.
+
+    .. math:: L_G = -\mathbb{E}_{(x_r, x_f)}[\log \sigma(C(x_f) - C(x_r))]
+                  = \mathbb{E}[\mathrm{softplus}(-(C(x_f) - C(x_r)))]
+
+    i.e. ``BCE(C(x_f) - C(x_r), 1)``, with the same one-to-one pairing as :func:`rsgan_discriminator_loss`.
+    """
+    _check_paired(real_logits, fake_logits)
+    return F.softplus(-(fake_logits - real_logits)).mean()
+
+
+def rasgan_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    r"""Relativistic average standard GAN (RaSGAN) discriminator loss (Jolicoeur-Martineau 2019, sec. 4.3, algorithm 2).
+
+    .. math:: L_D = \tfrac12 \big(-\mathbb{E}_{x_r}[\log \sigma(C(x_r) - \mathbb{E}\,C(x_f))]
+                  - \mathbb{E}_{x_f}[\log(1 - \sigma(C(x_f) - \mathbb{E}\,C(x_r)))]\big)
+                  = \tfrac12 \big(\mathbb{E}[\mathrm{softplus}(-(C(x_r) - \mathbb{E}\,C(x_f)))]
+                  + \mathbb{E}[\mathrm{softplus}(C(x_f) - \mathbb{E}\,C(x_r))]\big)
+
+    i.e. ``[BCE(C(x_r) - E C(x_f), 1) + BCE(C(x_f) - E C(x_r), 0)] / 2``. The paper's loss (the RaGAN loss of
+    sec. 4.3 with the SGAN functions) has no factor 1/2; the halves follow the author's code. Each sample is
+    compared with the *mean* of the other batch, so the two batches may differ in size. The second term is
+    ``C(x_f) - E C(x_r)``, the corrected form (the first release of the code had ``E C(x_f) - C(x_r)`` there,
+    AlexiaJM/RelativisticGAN#2).
+    """
+    return 0.5 * (
+        F.softplus(-(real_logits - fake_logits.mean())).mean() + F.softplus(fake_logits - real_logits.mean()).mean()
+    )
+
+
+def rasgan_generator_loss(fake_logits: Tensor, real_logits: Tensor) -> Tensor:
+    r"""RaSGAN generator loss (Jolicoeur-Martineau 2019, sec. 4.3, algorithm 2): the D loss with the targets swapped.
+
+    .. math:: L_G = \tfrac12 \big(\mathbb{E}[\mathrm{softplus}(-(C(x_f) - \mathbb{E}\,C(x_r)))]
+                  + \mathbb{E}[\mathrm{softplus}(C(x_r) - \mathbb{E}\,C(x_f))]\big)
+
+    i.e. ``[BCE(C(x_r) - E C(x_f), 0) + BCE(C(x_f) - E C(x_r), 1)] / 2``: G also pushes the real outputs down
+    relative to the fakes. The halves follow the author's code (the paper has none).
+    """
+    return 0.5 * (
+        F.softplus(real_logits - fake_logits.mean()).mean() + F.softplus(-(fake_logits - real_logits.mean())).mean()
+    )
+
+
+def ralsgan_discriminator_loss(real_out: Tensor, fake_out: Tensor) -> Tensor:
+    r"""Relativistic average LSGAN (RaLSGAN) discriminator loss (Jolicoeur-Martineau 2019, sec. 4.3, algorithm 2).
+
+    .. math:: L_D = \tfrac12 \big(\mathbb{E}_{x_r}[(C(x_r) - \mathbb{E}\,C(x_f) - 1)^2]
+                  + \mathbb{E}_{x_f}[(C(x_f) - \mathbb{E}\,C(x_r) + 1)^2]\big)
+
+    Zero exactly when every real output is one above the mean fake output and every fake one below the mean
+    real output. The halves follow the author's code (the paper has none).
+    """
+    return 0.5 * ((real_out - fake_out.mean() - 1.0).pow(2).mean() + (fake_out - real_out.mean() + 1.0).pow(2).mean())
+
+
+def ralsgan_generator_loss(fake_out: Tensor, real_out: Tensor) -> Tensor:
+    r"""RaLSGAN generator loss (Jolicoeur-Martineau 2019, sec. 4.3, algorithm 2): real and fake swapped.
+
+    .. math:: L_G = \tfrac12 \big(\mathbb{E}_{x_f}[(C(x_f) - \mathbb{E}\,C(x_r) - 1)^2]
+                  + \mathbb{E}_{x_r}[(C(x_r) - \mathbb{E}\,C(x_f) + 1)^2]\big)
+
+    The halves follow the author's code (the paper has none).
+    """
+    return 0.5 * ((fake_out - real_out.mean() - 1.0).pow(2).mean() + (real_out - fake_out.mean() + 1.0).pow(2).mean())
+
+
+def rahinge_discriminator_loss(real_out: Tensor, fake_out: Tensor) -> Tensor:
+    r"""Relativistic average hinge (RaHinge) discriminator loss (Jolicoeur-Martineau 2019, sec. 4.3, algorithm 2).
+
+    .. math:: L_D = \tfrac12 \big(\mathbb{E}_{x_r}[\max(0, 1 - (C(x_r) - \mathbb{E}\,C(x_f)))]
+                  + \mathbb{E}_{x_f}[\max(0, 1 + (C(x_f) - \mathbb{E}\,C(x_r)))]\big)
+
+    The halves follow the author's code (the paper has none).
+    """
+    return 0.5 * (F.relu(1.0 - (real_out - fake_out.mean())).mean() + F.relu(1.0 + (fake_out - real_out.mean())).mean())
+
+
+def rahinge_generator_loss(fake_out: Tensor, real_out: Tensor) -> Tensor:
+    r"""RaHinge generator loss (Jolicoeur-Martineau 2019, sec. 4.3, algorithm 2): the D loss, real and fake swapped.
+
+    .. math:: L_G = \tfrac12 \big(\mathbb{E}_{x_f}[\max(0, 1 - (C(x_f) - \mathbb{E}\,C(x_r)))]
+                  + \mathbb{E}_{x_r}[\max(0, 1 + (C(x_r) - \mathbb{E}\,C(x_f)))]\big)
+
+    Unlike the plain hinge objective, G's loss is itself a hinge, not ``-E[C(x_f)]``. The halves follow the
+    author's code (the paper has none).
+    """
+    return 0.5 * (F.relu(1.0 - (fake_out - real_out.mean())).mean() + F.relu(1.0 + (real_out - fake_out.mean())).mean())
+
+
+def _check_paired(real_out: Tensor, fake_out: Tensor) -> None:
+    if real_out.shape != fake_out.shape:
+        raise ValueError(
+            "RSGAN pairs real and fake outputs one to one, so they need the same shape; got "
+            f"{tuple(real_out.shape)} (real) and {tuple(fake_out.shape)} (fake)"
+        )
+
+
+def _require_real_out(objective: Objective, real_out: Optional[Tensor]) -> Tensor:
+    if real_out is None:
+        raise ValueError(
+            f"{type(objective).__name__} is relativistic: its generator loss compares D's output on the fakes with "
+            "its output on a real batch, so generator_loss(fake_out, real_out) needs real_out (the engine passes it "
+            "when the objective's needs_real_output is True)"
+        )
+    return real_out
+
+
 class Objective:
     """An adversarial objective: a discriminator loss and a generator loss on raw discriminator outputs.
 
     Attributes:
         outputs_are_logits: whether ``sigmoid`` of the discriminator's output is the probability that the input is
             real. The engine then logs ``D(x)`` and ``D(G(z))`` as probabilities, otherwise as raw scores.
+        needs_real_output: whether :meth:`generator_loss` needs D's output on the real batch (``real_out``); only
+            then does the engine's G step run that extra D forward. True for the relativistic objectives.
     """
 
     outputs_are_logits: bool = False
+    needs_real_output: ClassVar[bool] = False
 
     def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def generator_loss(self, fake_out: Tensor) -> Tensor:
+    def generator_loss(self, fake_out: Tensor, real_out: Optional[Tensor] = None) -> Tensor:
+        """G's loss from D's output on the fakes; ``real_out`` (D on a real batch) is used only by objectives whose
+        :attr:`needs_real_output` is True, and ignored by the others."""
         raise NotImplementedError
+
+    def to_config(self) -> Optional[dict[str, Any]]:
+        """``{"class_path": ..., "init_args": {...}}`` of plain values, as a checkpoint stores it (hyperparameters
+        load with ``weights_only=True``), or ``None`` when an attribute is not a plain value."""
+        init_args = dict(vars(self))
+        if not all(isinstance(v, (bool, int, float, str, type(None))) for v in init_args.values()):
+            return None
+        return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "init_args": init_args}
+
+    @staticmethod
+    def from_config(config: Union["Objective", dict[str, Any]]) -> "Objective":
+        """An objective from :meth:`to_config`'s dictionary (or the objective itself); only subclasses of
+        :class:`Objective` are built."""
+        if isinstance(config, Objective):
+            return config
+        module, _, name = str(config["class_path"]).rpartition(".")
+        cls = getattr(importlib.import_module(module), name, None)
+        if not (isinstance(cls, type) and issubclass(cls, Objective)):
+            raise ValueError(f"objective={config!r} does not name an Objective class")
+        return cls(**(config.get("init_args") or {}))
 
     def interpret(self, out: Tensor) -> Tensor:
         """What the engine logs as the mean D output: a probability for logit objectives, else the raw score."""
@@ -142,14 +315,14 @@ class MinimaxLoss(Objective):
     def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return bce_discriminator_loss(real_out, fake_out)
 
-    def generator_loss(self, fake_out: Tensor) -> Tensor:
+    def generator_loss(self, fake_out: Tensor, real_out: Optional[Tensor] = None) -> Tensor:
         return minimax_generator_loss(fake_out)
 
 
 class NonSaturatingLoss(MinimaxLoss):
     """BCE-with-logits for both networks: the non-saturating GAN of Goodfellow et al. 2014, used by DCGAN."""
 
-    def generator_loss(self, fake_out: Tensor) -> Tensor:
+    def generator_loss(self, fake_out: Tensor, real_out: Optional[Tensor] = None) -> Tensor:
         return non_saturating_generator_loss(fake_out)
 
 
@@ -159,7 +332,7 @@ class WassersteinLoss(Objective):
     def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return wasserstein_critic_loss(real_out, fake_out)
 
-    def generator_loss(self, fake_out: Tensor) -> Tensor:
+    def generator_loss(self, fake_out: Tensor, real_out: Optional[Tensor] = None) -> Tensor:
         return wasserstein_generator_loss(fake_out)
 
 
@@ -181,7 +354,7 @@ class LeastSquaresLoss(Objective):
     def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return least_squares_discriminator_loss(real_out, fake_out, self.a, self.b)
 
-    def generator_loss(self, fake_out: Tensor) -> Tensor:
+    def generator_loss(self, fake_out: Tensor, real_out: Optional[Tensor] = None) -> Tensor:
         return least_squares_generator_loss(fake_out, self.c)
 
 
@@ -191,5 +364,74 @@ class HingeLoss(Objective):
     def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return hinge_discriminator_loss(real_out, fake_out)
 
-    def generator_loss(self, fake_out: Tensor) -> Tensor:
+    def generator_loss(self, fake_out: Tensor, real_out: Optional[Tensor] = None) -> Tensor:
         return hinge_generator_loss(fake_out)
+
+
+class RSGANLoss(Objective):
+    """Relativistic standard GAN (Jolicoeur-Martineau 2019, sec. 4.1, algorithm 1).
+
+    D scores how much more real a real sample is than the fake it is paired with, ``sigmoid(C(x_r) - C(x_f))``;
+    G wants the reverse.
+
+    Real and fake batches are paired one to one, so they must have the same size. ``sigmoid`` of the raw output is
+    what ``interpret`` logs, as for the standard GAN.
+    """
+
+    outputs_are_logits = True
+    needs_real_output = True
+
+    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+        return rsgan_discriminator_loss(real_out, fake_out)
+
+    def generator_loss(self, fake_out: Tensor, real_out: Optional[Tensor] = None) -> Tensor:
+        return rsgan_generator_loss(fake_out, _require_real_out(self, real_out))
+
+
+class RaSGANLoss(Objective):
+    """Relativistic average standard GAN (Jolicoeur-Martineau 2019, sec. 4.3, algorithm 2).
+
+    Each sample is compared with the mean raw output on the other batch: ``sigmoid(C(x_r) - E C(x_f))`` and
+    ``sigmoid(C(x_f) - E C(x_r))``.
+    """
+
+    outputs_are_logits = True
+    needs_real_output = True
+
+    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+        return rasgan_discriminator_loss(real_out, fake_out)
+
+    def generator_loss(self, fake_out: Tensor, real_out: Optional[Tensor] = None) -> Tensor:
+        return rasgan_generator_loss(fake_out, _require_real_out(self, real_out))
+
+
+class RaLSGANLoss(Objective):
+    """Relativistic average least squares (Jolicoeur-Martineau 2019, sec. 4.3, algorithm 2).
+
+    D wants ``C(x_r) - E C(x_f) = 1`` and ``C(x_f) - E C(x_r) = -1``, G the opposite. The output is an unbounded
+    score.
+    """
+
+    needs_real_output = True
+
+    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+        return ralsgan_discriminator_loss(real_out, fake_out)
+
+    def generator_loss(self, fake_out: Tensor, real_out: Optional[Tensor] = None) -> Tensor:
+        return ralsgan_generator_loss(fake_out, _require_real_out(self, real_out))
+
+
+class RaHingeLoss(Objective):
+    """Relativistic average hinge (Jolicoeur-Martineau 2019, sec. 4.3, algorithm 2).
+
+    Hinge losses on the relativistic outputs ``C(x_r) - E C(x_f)`` and ``C(x_f) - E C(x_r)``, for D and (swapped)
+    for G. The output is an unbounded score.
+    """
+
+    needs_real_output = True
+
+    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+        return rahinge_discriminator_loss(real_out, fake_out)
+
+    def generator_loss(self, fake_out: Tensor, real_out: Optional[Tensor] = None) -> Tensor:
+        return rahinge_generator_loss(fake_out, _require_real_out(self, real_out))
