@@ -17,6 +17,8 @@ import torch
 from lightning.pytorch import Callback, Trainer
 
 from lit_gans import DCGAN, GAN, LSGAN, WGAN, WGANGP, InfoGAN, VanillaGAN
+from lit_gans.objectives import RaLSGANLoss, RaSGANLoss
+from lit_gans.step import TrainingStep
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -28,6 +30,9 @@ VARIANTS: dict[str, Callable[..., GAN]] = {
     "wgan_gp": lambda **kw: WGANGP(**kw),
     "lsgan": lambda **kw: LSGAN(**kw),
     "infogan": lambda **kw: InfoGAN(**kw),
+    # the relativistic average losses on the DCGAN networks, against dcgan (BCE) and lsgan
+    "rasgan": lambda **kw: DCGAN(objective=RaSGANLoss(), **kw),
+    "ralsgan": lambda **kw: DCGAN(objective=RaLSGANLoss(), **kw),
 }
 
 #: The fast path's model options (with ``Trainer(precision=FAST_PRECISION)``; the joint D forward is on by itself
@@ -90,7 +95,7 @@ def plain_loop(
             z = model.sample_latent(batch_size)
             with torch.no_grad():
                 fake = G(z)
-            d_loss, _ = model.discriminator_loss(real, fake, z)
+            d_loss, _ = model.discriminator_loss(TrainingStep(real, None, z, fake))
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         if value_clip:
@@ -107,7 +112,7 @@ def plain_loop(
                 p.requires_grad_(False)
             with torch.autocast(images.device.type, torch.bfloat16, enabled=bf16):
                 z = model.sample_latent(batch_size)
-                g_loss, _ = model.generator_loss(G(z), z)
+                g_loss, _ = model.generator_loss(TrainingStep(real, None, z, G(z)))
             g_opt.zero_grad(set_to_none=True)
             g_loss.backward()
             if value_clip:

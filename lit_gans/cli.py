@@ -131,19 +131,30 @@ def apply_checkpoint_hyperparameters(model_config: Namespace, checkpoint_path: s
         if key in command_line_keys:
             rank_zero_info(f"lit_gans: --model.init_args.{key}={current!r} overrides the checkpoint's {saved!r}")
         else:
-            init_args[key] = saved
+            init_args[key] = _namespace(saved)
             rank_zero_info(
                 f"lit_gans: {key}={saved!r} from the checkpoint (the config says {current!r}; pass "
                 f"--model.init_args.{key}=... to change it)"
             )
 
 
+def _namespace(value: Any) -> Any:
+    """A stored ``{"class_path": ..., "init_args": {...}}`` (an objective) as the namespace jsonargparse builds."""
+    if isinstance(value, dict) and "class_path" in value:
+        return Namespace(class_path=value["class_path"], init_args=Namespace(**(value.get("init_args") or {})))
+    return value
+
+
 def _plain(value: Any) -> Any:
-    """``value`` with tuples as lists, so that a yaml list equals the tuple a checkpoint stored."""
+    """``value`` with tuples as lists and namespaces as dictionaries, so that a yaml value equals what a checkpoint
+    stored."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        defaults = {"init_args": {}} if "class_path" in value else {}  # a class without arguments
+        return {k: _plain(v) for k, v in {**defaults, **value}.items()}
     return value
 
 

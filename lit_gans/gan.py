@@ -14,7 +14,8 @@ as the loggers' x-axis).
 
 A variant is a choice of networks, :mod:`~lit_gans.objectives` objective, regularization (by overriding
 :meth:`GAN.discriminator_loss` / :meth:`GAN.after_discriminator_step`), optimizers and ``n_critic``; it never
-copies the loop.
+copies the loop. Every loss receives one :class:`~lit_gans.step.TrainingStep` (real images, labels, latents,
+fakes) and never re-reads the batch.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from lit_gans.loggers import WANDB_RUN_KEY, wandb_run_of
 from lit_gans.networks.layers import has_batchnorm, spectral_norm_
 from lit_gans.objectives import NonSaturatingLoss, Objective
 from lit_gans.regularizers import check_penalty_precision, r1_penalty
+from lit_gans.step import TrainingStep, split_batch
 from lit_gans.validation import check_choice, check_float, check_int
 
 # The same types LightningCLI exposes as ``OptimizerCallable``/``LRSchedulerCallable``; spelled out here so the
@@ -57,8 +59,10 @@ class GAN(LightningModule):
     Args:
         generator: maps ``(N, latent_dim)`` to images ``(N, C, H, W)`` in [-1, 1].
         discriminator: maps images to one raw output per sample, shape ``(N,)`` (logits or critic scores).
-        objective: the adversarial losses; ``None`` takes the variant's :attr:`default_objective`
-            (:class:`~lit_gans.objectives.NonSaturatingLoss` here).
+        objective: the adversarial losses (an :class:`~lit_gans.objectives.Objective`, or its ``to_config()``
+            dictionary); ``None`` takes the variant's :attr:`default_objective`
+            (:class:`~lit_gans.objectives.NonSaturatingLoss` here). Stored in the checkpoint as that dictionary,
+            so ``load_from_checkpoint(path)`` rebuilds it.
         latent_dim: size of the generator input.
         latent_distribution: ``normal`` (N(0, 1)) or ``uniform`` (U[-1, 1]) noise.
         n_critic: discriminator updates per generator update (k).
@@ -141,10 +145,13 @@ class GAN(LightningModule):
     compile_unsupported: ClassVar[Optional[str]] = None
     #: the objective used when ``objective`` is ``None``.
     default_objective: ClassVar[type[Objective]] = NonSaturatingLoss
+    #: whether ``objective`` is a constructor argument of the variant (LSGAN builds its own from a, b, c), so that
+    #: the checkpoint stores it for ``load_from_checkpoint``.
+    objective_is_argument: ClassVar[bool] = True
     #: Not hyperparameters: objects (networks, the objective, factories), kept out of ``hparams`` so that
     #: checkpoints hold only tensors and plain types, which Lightning's resume loads with ``weights_only=True``.
-    #: Variants rebuild their objective from their own arguments (LSGAN's a, b, c); pass a custom one again to
-    #: ``load_from_checkpoint(path, objective=...)``.
+    #: The objective goes back in as its plain ``to_config()`` dictionary (variants with
+    #: ``objective_is_argument=False`` rebuild theirs from their own arguments, LSGAN's a, b, c).
     _hparams_ignore: ClassVar[list[str]] = [
         "generator",
         "discriminator",
@@ -209,7 +216,10 @@ class GAN(LightningModule):
         self.discriminator = spectral_norm_(discriminator) if discriminator_spectral_norm else discriminator
         if diff_augment:
             self.discriminator.register_forward_pre_hook(DiffAugmentHook(diff_augment))
-        self.objective = objective if objective is not None else self.default_objective()
+        self.objective = Objective.from_config(objective) if objective is not None else self.default_objective()
+        config = self.objective.to_config() if objective is not None and self.objective_is_argument else None
+        if config is not None:
+            self.hparams["objective"] = config
         self.latent_dim = latent_dim
         self.latent_distribution = latent_distribution
         self.n_critic = n_critic
@@ -347,9 +357,9 @@ class GAN(LightningModule):
             return out[: real.shape[0]], out[real.shape[0] :]
         return self.discriminator(real), self.discriminator(fake)
 
-    def discriminator_loss(self, real: Tensor, fake: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """The loss of one D update and what to log; ``fake = G(z)`` carries no graph to G."""
-        real_out, fake_out = self.discriminate(real, fake)
+    def discriminator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of one D update and what to log; ``step.fake = G(step.z)`` carries no graph to G."""
+        real_out, fake_out = self.discriminate(step.real, step.fake)
         return self.adversarial_discriminator_loss(real_out, fake_out)
 
     def adversarial_discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -362,10 +372,20 @@ class GAN(LightningModule):
         }
         return loss, logs
 
-    def generator_loss(self, fake: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """The loss of one G update and what to log; gradients reach G through D, whose weights stay frozen."""
-        loss = self.objective.generator_loss(self.discriminator(fake))
+    def generator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of one G update and what to log; gradients reach G through D, whose weights stay frozen.
+        D scores the real batch too only when the objective's generator loss needs it (``needs_real_output``,
+        the relativistic losses), with the weights the D update just left."""
+        real_out, fake_out = self.discriminator_outputs_for_generator(step)
+        loss = self.objective.generator_loss(fake_out, real_out)
         return loss, {"g_loss": loss}
+
+    def discriminator_outputs_for_generator(self, step: TrainingStep) -> tuple[Optional[Tensor], Tensor]:
+        """``(D(real) or None, D(fake))`` for a G update: one D forward, or the real batch as well (jointly where
+        legal) for an objective with ``needs_real_output``."""
+        if self.objective.needs_real_output:
+            return self.discriminate(step.real, step.fake)
+        return None, self.discriminator(step.fake)
 
     def after_discriminator_step(self) -> None:
         """Called after every D optimizer step (WGAN clips the critic's weights here)."""
@@ -378,7 +398,7 @@ class GAN(LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         if self._budget_reached():
             return
-        real = self.real_images(batch)
+        real, labels = self.real_images(batch), split_batch(batch)[1]
         if self.channels_last and real.dim() == 4:
             real = real.contiguous(memory_format=torch.channels_last)
         n = real.shape[0]
@@ -395,7 +415,7 @@ class GAN(LightningModule):
 
         self.toggle_optimizer(d_opt)
         try:
-            d_loss, logs = self.discriminator_loss(real, fake, z)
+            d_loss, logs = self.discriminator_loss(TrainingStep(real, labels, z, fake))
             if self.r1_penalty_weight:
                 penalty, _ = r1_penalty(self.discriminator, real)
                 d_loss = d_loss + self.r1_penalty_weight / 2 * penalty
@@ -419,7 +439,7 @@ class GAN(LightningModule):
                 else:
                     z = self.sample_latent(n)
                     fake = self.generator(z)
-                g_loss, g_logs = self.generator_loss(fake, z)
+                g_loss, g_logs = self.generator_loss(TrainingStep(real, labels, z, fake))
                 g_opt.zero_grad(set_to_none=True)
                 self.manual_backward(g_loss)
                 if self._step_is_finite(g_loss, "generator", g_opt, buffers):

@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Optional
 
 import torch
@@ -47,6 +48,10 @@ def interpolate_real_fake(real: Tensor, fake: Tensor, generator: Optional[torch.
     return eps * real.detach() + (1 - eps) * fake.detach()
 
 
+#: the critic of a penalty: any callable ``images -> (N,) scores`` (a discriminator, or one bound to labels with
+#: ``functools.partial`` for a conditional critic)
+Critic = Callable[[Tensor], Tensor]
+
 FLOAT16_REFUSAL = (
     "{what} is not supported under float16 precision ({where}): it differentiates D's *unscaled* output with "
     "autograd.grad, and that float16 input gradient can underflow to zero (the loss scaler of '16-mixed' only "
@@ -68,17 +73,18 @@ def check_penalty_precision(trainer: Any, option: str) -> None:
         raise ValueError(FLOAT16_REFUSAL.format(what=option, where=f"Trainer precision={precision!r}"))
 
 
-def _refuse_float16(critic: nn.Module, x: Tensor, option: str) -> None:
+def _refuse_float16(critic: Critic, x: Tensor, option: str) -> None:
     """The same refusal where the penalty is computed: under float16 autocast, or on float16 inputs or weights."""
     device = x.device.type
     autocast_fp16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
-    weight = next(critic.parameters(), None)
+    parameters = getattr(critic, "parameters", None)  # a plain callable has none to check
+    weight = next(parameters(), None) if callable(parameters) else None
     if autocast_fp16 or x.dtype == torch.float16 or (weight is not None and weight.dtype == torch.float16):
         where = "float16 autocast" if autocast_fp16 else "float16 tensors"
         raise ValueError(FLOAT16_REFUSAL.format(what=option, where=f"{where}: Trainer precision='16-mixed' or '16-true'"))
 
 
-def input_gradient_squared_norms(critic: nn.Module, x: Tensor, option: str = "an input-gradient penalty") -> Tensor:
+def input_gradient_squared_norms(critic: Critic, x: Tensor, option: str = "an input-gradient penalty") -> Tensor:
     """Per-sample ``||grad_x D(x)||^2`` (float32), with the graph kept (``create_graph=True``) so that a penalty on
     it trains D inside the caller's one ordinary backward, the form DDP supports.
 
@@ -93,7 +99,7 @@ def input_gradient_squared_norms(critic: nn.Module, x: Tensor, option: str = "an
 
 
 def gradient_penalty(
-    critic: nn.Module,
+    critic: Critic,
     real: Tensor,
     fake: Tensor,
     target_norm: float = 1.0,
@@ -130,7 +136,7 @@ def gradient_penalty(
     return (norms - target_norm).pow(2).mean(), norms.detach()
 
 
-def r1_penalty(critic: nn.Module, real: Tensor, option: str = "the R1 penalty (r1_penalty_weight)") -> tuple[Tensor, Tensor]:
+def r1_penalty(critic: Critic, real: Tensor, option: str = "the R1 penalty (r1_penalty_weight)") -> tuple[Tensor, Tensor]:
     r"""R1 penalty (Mescheder et al. 2018, "Which Training Methods for GANs do actually Converge?", eq. 9):
 
     .. math:: R_1 = \mathbb{E}_{x \sim p_{data}}\big[\lVert \nabla_x D(x) \rVert_2^2\big]

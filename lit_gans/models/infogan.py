@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from lit_gans.latent import render_grid
 from lit_gans.models.dcgan import DCGAN
 from lit_gans.networks import DCGANDiscriminator
+from lit_gans.step import TrainingStep
 from lit_gans.validation import check_choice, check_float, check_int
 
 
@@ -173,17 +174,18 @@ class InfoGAN(DCGAN):
         return loss, logs
 
     # ------------------------------------------------------------------ losses
-    def discriminator_loss(self, real: Tensor, fake: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        fake_out, cat_logits, mean, log_var = self.discriminator.forward_with_codes(fake)
-        loss, logs = self.adversarial_discriminator_loss(self.discriminator(real), fake_out)
-        info, info_logs = self.information_loss(cat_logits, mean, log_var, z)
+    def discriminator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
+        fake_out, cat_logits, mean, log_var = self.discriminator.forward_with_codes(step.fake)
+        loss, logs = self.adversarial_discriminator_loss(self.discriminator(step.real), fake_out)
+        info, info_logs = self.information_loss(cat_logits, mean, log_var, step.z)
         logs.update(info_logs)
         return loss + info, logs
 
-    def generator_loss(self, fake: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        fake_out, cat_logits, mean, log_var = self.discriminator.forward_with_codes(fake)
-        loss = self.objective.generator_loss(fake_out)
-        info, _ = self.information_loss(cat_logits, mean, log_var, z)
+    def generator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
+        fake_out, cat_logits, mean, log_var = self.discriminator.forward_with_codes(step.fake)
+        real_out = self.discriminator(step.real) if self.objective.needs_real_output else None
+        loss = self.objective.generator_loss(fake_out, real_out)
+        info, _ = self.information_loss(cat_logits, mean, log_var, step.z)
         return loss + info, {"g_loss": loss}
 
     # ------------------------------------------------------------------ inspection

@@ -30,6 +30,7 @@ class LSGAN(DCGAN):
         LeastSquaresLoss(a=-1.0, b=1.0, c=0.0)
     """
 
+    objective_is_argument = False  # built from a, b and c, which the checkpoint stores
     PRESETS: ClassVar[dict[str, tuple[float, float, float]]] = {
         "binary": (0.0, 1.0, 1.0),
         "pearson": (-1.0, 1.0, 0.0),

@@ -11,6 +11,7 @@ from torch import Tensor
 from lit_gans.models.dcgan import DCGAN
 from lit_gans.objectives import WassersteinLoss
 from lit_gans.regularizers import check_penalty_precision, clip_weights_, gradient_penalty
+from lit_gans.step import TrainingStep
 from lit_gans.validation import check_float
 
 
@@ -63,8 +64,8 @@ class WGAN(_WassersteinDCGAN):
         self.paper_schedule = paper_schedule
         clip_weights_(self.discriminator, self.clip_value)  # the paper's critic starts inside the box too
 
-    def discriminator_loss(self, real: Tensor, fake: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.wasserstein_loss(real, fake)
+    def discriminator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.wasserstein_loss(step.real, step.fake)
 
     def after_discriminator_step(self) -> None:
         clip_weights_(self.discriminator, self.clip_value)
@@ -135,10 +136,10 @@ class WGANGP(_WassersteinDCGAN):
     def _penalty_option(self) -> str:
         return f"WGAN-GP's gradient penalty (gradient_penalty_weight={self.gradient_penalty_weight})"
 
-    def discriminator_loss(self, real: Tensor, fake: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        loss, logs = self.wasserstein_loss(real, fake)
+    def discriminator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
+        loss, logs = self.wasserstein_loss(step.real, step.fake)
         penalty, norms = gradient_penalty(
-            self.discriminator, real, fake, generator=self._noise_generator(), option=self._penalty_option()
+            self.discriminator, step.real, step.fake, generator=self._noise_generator(), option=self._penalty_option()
         )
         logs.update(gradient_penalty=penalty.detach(), gradient_norm=norms.mean(), gradient_norm_std=norms.std(correction=0))
         return loss + self.gradient_penalty_weight * penalty, logs

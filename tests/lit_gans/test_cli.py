@@ -62,6 +62,7 @@ def test_every_config_runs_with_fast_dev_run(
     assert torch.load(tmp_path / "saved.ckpt", weights_only=True)["callbacks"]
     # and rebuilds the trained model from its hyperparameters alone, for sampling
     loaded = type(cli.model).load_from_checkpoint(tmp_path / "saved.ckpt")
+    assert type(loaded.objective) is type(cli.model.objective) and vars(loaded.objective) == vars(cli.model.objective)
     for name, value in cli.model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
     assert loaded.sample(2).shape == (2, *cli.model.image_shape)

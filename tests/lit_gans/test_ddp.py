@@ -7,6 +7,7 @@ from gan_testing import RandomImages, RankSyncCheck, tiny_trainer_kwargs
 from lightning.pytorch import Trainer
 
 from lit_gans import DCGAN, DCGANSELU, LSGAN, WGAN, WGANGP, InfoGAN, VanillaGAN
+from lit_gans.objectives import RaLSGANLoss, RaSGANLoss
 
 CONV = dict(image_shape=(1, 8, 8), generator_width=4, discriminator_width=4, max_generator_steps=2)
 VARIANTS = {
@@ -25,6 +26,9 @@ VARIANTS = {
     "wgan_gp_spectral_norm": lambda: WGANGP(latent_dim=8, discriminator_spectral_norm=True, **CONV),
     "dcgan_diff_augment": lambda: DCGAN(latent_dim=8, diff_augment="color,translation,cutout", **CONV),
     "dcgan_r1_penalty": lambda: DCGAN(latent_dim=8, discriminator_norm="none", r1_penalty_weight=10.0, **CONV),
+    # the G update also runs D on the real batch
+    "dcgan_rasgan": lambda: DCGAN(latent_dim=8, objective=RaSGANLoss(), n_critic=2, **CONV),
+    "dcgan_ralsgan_reused_fake": lambda: DCGAN(latent_dim=8, objective=RaLSGANLoss(), reuse_fake_for_generator=True, **CONV),
 }
 
 

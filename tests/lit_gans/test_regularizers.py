@@ -97,9 +97,9 @@ def test_r1_weight_adds_half_gamma_times_the_penalty_to_the_discriminator_step()
     seen = {}
     original = model.discriminator_loss
 
-    def recording(real, fake, z):
-        seen.setdefault("inputs", (real.clone(), fake.clone()))
-        return original(real, fake, z)
+    def recording(step):
+        seen.setdefault("inputs", (step.real.clone(), step.fake.clone()))
+        return original(step)
 
     model.discriminator_loss = recording
 

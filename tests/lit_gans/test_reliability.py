@@ -90,8 +90,8 @@ class NaNAfter(DCGAN):
         super().__init__(**kwargs)
         self.nan_start, self.every_other, self.d_calls = start, every_other, 0
 
-    def discriminator_loss(self, real, fake, z):
-        loss, logs = super().discriminator_loss(real, fake, z)
+    def discriminator_loss(self, step):
+        loss, logs = super().discriminator_loss(step)
         self.d_calls += 1
         if self.generator_step >= self.nan_start and (not self.every_other or self.d_calls % 2):
             loss = loss * float("nan")

@@ -5,6 +5,7 @@ import torch
 
 from lit_gans import LSGAN
 from lit_gans.objectives import LeastSquaresLoss
+from lit_gans.step import TrainingStep
 
 
 @pytest.mark.parametrize("preset", ["binary", "pearson", "reference"])
@@ -13,10 +14,10 @@ def test_losses_equal_the_formula_for_each_preset(preset):
     torch.manual_seed(0)
     m = LSGAN(a, b, c, image_shape=(1, 8, 8), latent_dim=4, generator_width=4, discriminator_width=4)
     real, fake = torch.randn(5, 1, 8, 8), torch.tanh(torch.randn(5, 1, 8, 8))
-    d_loss, _ = m.discriminator_loss(real, fake, None)
+    d_loss, _ = m.discriminator_loss(TrainingStep(real, None, None, fake))
     dr, df = m.discriminator(real), m.discriminator(fake)
     assert d_loss.item() == pytest.approx((0.5 * ((dr - b) ** 2).mean() + 0.5 * ((df - a) ** 2).mean()).item(), rel=1e-5)
-    g_loss, _ = m.generator_loss(fake, None)
+    g_loss, _ = m.generator_loss(TrainingStep(real, None, None, fake))
     assert g_loss.item() == pytest.approx((0.5 * ((m.discriminator(fake) - c) ** 2).mean()).item(), rel=1e-5)
 
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from lit_gans import WGAN, WGANGP
 from lit_gans.objectives import WassersteinLoss
+from lit_gans.step import TrainingStep
 
 
 def test_wgan_defaults_are_the_papers():
@@ -38,8 +39,8 @@ def test_critic_that_scores_real_higher_has_lower_loss():
     m.discriminator = nn.Sequential(nn.Flatten(), nn.Linear(64, 1), nn.Flatten(0))
     with torch.no_grad():
         m.discriminator[1].weight.fill_(0.01)
-    loss_a, logs = m.discriminator_loss(real + 3, fake - 3, None)  # real scored higher
-    loss_b, _ = m.discriminator_loss(real - 3, fake + 3, None)
+    loss_a, logs = m.discriminator_loss(TrainingStep(real + 3, None, None, fake - 3))  # real scored higher
+    loss_b, _ = m.discriminator_loss(TrainingStep(real - 3, None, None, fake + 3))
     assert loss_a < loss_b
     assert logs["wasserstein_estimate"] == pytest.approx(-loss_a.item())
 
@@ -67,7 +68,7 @@ def test_wgan_gp_loss_adds_the_weighted_penalty_and_logs_it():
     m = WGANGP(**TINY)
     real, fake = torch.randn(6, 1, 8, 8), torch.randn(6, 1, 8, 8)
     m._noise_rng = torch.Generator().manual_seed(5)
-    loss, logs = m.discriminator_loss(real, fake, None)
+    loss, logs = m.discriminator_loss(TrainingStep(real, None, None, fake))
     adversarial = m.discriminator(fake).mean() - m.discriminator(real).mean()
     assert loss.item() == pytest.approx((adversarial + 10 * logs["gradient_penalty"]).item(), rel=1e-5)
     assert logs["gradient_penalty"] > 0 and logs["gradient_norm"] > 0
