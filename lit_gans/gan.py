@@ -571,6 +571,11 @@ class GAN(LightningModule):
             raw.load_state_dict(state)
             for group in raw.param_groups:
                 group["lr"] *= scale
+        for scheduler, state in zip(self._lr_scheduler_list(), checkpoint.get("lr_schedulers", [])):
+            scheduler.load_state_dict(state)
+            # schedulers that recompute the rate from base_lrs (LambdaLR, cosine) would drop the factor at their next
+            # step
+            scheduler.base_lrs = [lr * scale for lr in scheduler.base_lrs]
         self._rollbacks = done
         self.rollbacks.fill_(done)
         self._nonfinite_consecutive = {"discriminator": 0, "generator": 0}

@@ -328,3 +328,17 @@ def test_a_finished_run_resumed_in_python_trains_nothing(tmp_path, caplog):
     for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     assert "already reached" in caplog.text
+
+
+def test_rollback_restores_the_schedulers_and_the_lowered_rate_survives_their_steps(tmp_path):
+    constant = lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)  # noqa: E731 - recomputes from base_lrs
+    model = NaNAfter(start=5, max_nonfinite_steps=2, on_nonfinite="rollback", max_rollbacks=1,
+                     generator_lr_scheduler=constant, discriminator_lr_scheduler=constant, **TINY)  # fmt: skip
+    checkpoints = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_last=True)
+    trainer = Trainer(**tiny_trainer_kwargs(callbacks=[checkpoints], enable_checkpointing=True))
+    with pytest.warns(UserWarning, match="rolled back"), pytest.raises(NonFiniteLossError):
+        trainer.fit(model, RandomImages(n=256))
+    # generator steps (and so scheduler steps) ran after the rollback: the rates are still halved
+    assert model.generator_step > 6
+    assert [opt.optimizer.param_groups[0]["lr"] for opt in model.optimizers()] == pytest.approx([2e-4 * 0.5] * 2)
+    assert [s.base_lrs[0] for s in model._lr_scheduler_list()] == pytest.approx([2e-4 * 0.5] * 2)
