@@ -16,31 +16,35 @@ A variant is a choice of networks, :mod:`~lit_gans.objectives` objective, regula
 :meth:`GAN.discriminator_loss` / :meth:`GAN.after_discriminator_step`), optimizers and ``n_critic``; it never
 copies the loop. Every loss receives one :class:`~lit_gans.step.TrainingStep` (real images, labels, latents,
 fakes) and never re-reads the batch.
+
+Beside the loop, in their own modules: the divergence guard (:mod:`lit_gans.divergence`), the weight-averaged
+generator (:mod:`lit_gans.averaging`) and what the engine arranges with the Trainer (:mod:`lit_gans.trainer_plumbing`:
+DDP, process-group cleanup, atomic checkpoints, the SIGTERM save).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, ClassVar, Optional
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
+from torch.optim.swa_utils import AveragedModel
 
 from lit_gans.augment import DiffAugmentHook
+from lit_gans.averaging import AveragedGenerator, EMAUpdate, match_generator_ema
+from lit_gans.divergence import DivergenceGuard, NonFiniteLossError
 from lit_gans.loggers import WANDB_RUN_KEY, wandb_run_of
 from lit_gans.networks.layers import has_batchnorm, spectral_norm_
 from lit_gans.objectives import NonSaturatingLoss, Objective
 from lit_gans.regularizers import check_penalty_precision, r1_penalty
 from lit_gans.step import TrainingStep, split_batch
+from lit_gans.trainer_plumbing import preemption_checkpoint_path, prepare_trainer, save_preemption_checkpoint
 from lit_gans.validation import check_choice, check_float, check_int
 
 # The same types LightningCLI exposes as ``OptimizerCallable``/``LRSchedulerCallable``; spelled out here so the
@@ -49,11 +53,9 @@ OptimizerCallable = Callable[[Iterable], Optimizer]
 LRSchedulerCallable = Callable[[Optimizer], Any]
 
 LATENT_DISTRIBUTIONS = ("normal", "uniform")
-#: batches of 64 latents from which the averaged generator's BatchNorm statistics are re-estimated
-EMA_STATISTICS_BATCHES = 8
 
 
-class GAN(LightningModule):
+class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
     """Base GAN: a generator, a discriminator (critic), an objective and two optimizers, trained k:1.
 
     Args:
@@ -244,7 +246,7 @@ class GAN(LightningModule):
         self.generator_ema: Optional[AveragedModel] = None
         if generator_ema_decay is not None:
             # a copy of G outside every optimizer, so DDP and the optimizers ignore it
-            self.generator_ema = AveragedModel(generator, multi_avg_fn=_EMAUpdate(generator_ema_decay))
+            self.generator_ema = AveragedModel(generator, multi_avg_fn=EMAUpdate(generator_ema_decay))
             self.generator_ema.requires_grad_(False)
         self.generator_ema_start = generator_ema_start
         self._ema_statistics_stale = True
@@ -462,26 +464,6 @@ class GAN(LightningModule):
             self.log("step", float(self._generator_step), on_step=True, on_epoch=False, batch_size=n)
             self.log_dict({f"train/{k}": v.detach() for k, v in logs.items()}, on_step=True, on_epoch=False, batch_size=n)
 
-    @torch.no_grad()
-    def update_generator_ema(self) -> None:
-        """Average G's current weights into ``generator_ema`` (a plain copy for the first ``generator_ema_start``
-        generator steps); G's buffers are copied."""
-        if self._generator_step <= self.generator_ema_start:
-            self.generator_ema.n_averaged.zero_()  # AveragedModel copies when nothing was averaged yet
-        self.generator_ema.update_parameters(self.generator)
-        self._ema_statistics_stale = True
-
-    @torch.no_grad()
-    def averaged_generator(self) -> nn.Module:
-        """The averaged generator, its BatchNorm statistics (if any) re-estimated for its current weights from
-        ``EMA_STATISTICS_BATCHES`` batches of fixed noise (the same on every DDP rank) when they have changed."""
-        net = self.generator_ema.module
-        if self._ema_statistics_stale and has_batchnorm(net):
-            noise = torch.Generator(device=self.device).manual_seed(0)
-            update_bn([self.sample_latent(64, generator=noise) for _ in range(EMA_STATISTICS_BATCHES)], net)
-        self._ema_statistics_stale = False
-        return net
-
     def _budget_reached(self) -> bool:
         return self.max_generator_steps is not None and self._generator_step >= self.max_generator_steps
 
@@ -500,90 +482,6 @@ class GAN(LightningModule):
         engine only logs when the values go somewhere."""
         connector = getattr(self.trainer, "_logger_connector", None)
         return bool(getattr(connector, "should_update_logs", True))
-
-    # ------------------------------------------------------------------ divergence
-    def _network_buffers(self) -> Optional[list[tuple[Tensor, Tensor]]]:
-        """``(buffer, copy)`` for every buffer of G and D (BatchNorm statistics, spectral norm's vectors), which the
-        forwards of a step update, so that a skipped step can put them back; ``None`` without ``check_finite``."""
-        if not self.check_finite:
-            return None
-        return [(b, b.clone()) for net in (self.generator, self.discriminator) for b in net.buffers()]
-
-    def _step_is_finite(
-        self, loss: Tensor, network: str, optimizer: Any, buffers: Optional[list[tuple[Tensor, Tensor]]] = None
-    ) -> bool:
-        """Whether ``loss`` is finite on every rank; if not, drop this step's gradients, restore ``buffers`` (the
-        step leaves no trace in the model), count it, and stop or roll back after ``max_nonfinite_steps``
-        consecutive ones."""
-        if not self.check_finite:
-            return True
-        value = float(loss.detach())  # the one host synchronization per optimizer step
-        finite = math.isfinite(value)
-        if self._trainer is not None and self.trainer.world_size > 1:  # every rank must take the same decision
-            flag = torch.tensor(float(finite), device=self.device)
-            finite = bool(self.trainer.strategy.reduce(flag, reduce_op="min") > 0)
-        if finite:
-            self._last_finite[network] = value
-            self._nonfinite_consecutive[network] = 0
-            return True
-        optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for buffer, saved in buffers or ():
-                buffer.copy_(saved)
-        self.nonfinite_steps.add_(1)
-        self._nonfinite_consecutive[network] += 1
-        self.log("train/nonfinite_steps", self.nonfinite_steps.float(), on_step=True, on_epoch=False)
-        if self._nonfinite_consecutive[network] >= self.max_nonfinite_steps:
-            if self.on_nonfinite == "rollback" and self._rollbacks < self.max_rollbacks:
-                self._rollback(network, value)
-            else:
-                raise NonFiniteLossError(self._divergence_message(network, value))
-        return False
-
-    def _divergence_message(self, network: str, value: float) -> str:
-        last = ", ".join(f"{k} {v:.6g}" if v is not None else f"{k} none yet" for k, v in self._last_finite.items())
-        return (
-            f"The {network} loss was {value} for {self._nonfinite_consecutive[network]} consecutive steps at generator step "
-            f"{self._generator_step} (last finite losses: {last}); stopping. Lower the learning rates, check the "
-            "data for NaNs, or pass on_nonfinite='rollback' to resume from the last good checkpoint at a lower rate."
-        )
-
-    def _rollback(self, network: str, value: float) -> None:
-        from lit_gans.checkpoints import resolve_checkpoint
-
-        callback = self.trainer.checkpoint_callback
-        folder = getattr(callback, "dirpath", None)
-        try:
-            path = resolve_checkpoint(folder) if folder else None
-        except FileNotFoundError:
-            path = None
-        if path is None:
-            raise NonFiniteLossError(self._divergence_message(network, value) + " No checkpoint to roll back to.")
-        checkpoint = torch.load(path, map_location=self.device, weights_only=False)
-        diverged = self._divergence_message(network, value).split("; stopping")[0]  # before the restore
-        done = self._rollbacks + 1
-        self.load_state_dict(checkpoint["state_dict"])
-        self._ema_statistics_stale = True
-        # the checkpoint may date from after an earlier rollback, its rates already lowered that many times
-        scale = self.rollback_lr_factor ** (done - int(self.rollbacks))
-        for opt, state in zip(self.optimizers(), checkpoint["optimizer_states"]):
-            raw = opt.optimizer  # load_state_dict replaces param_groups; the LightningOptimizer wrapper keeps a copy
-            raw.load_state_dict(state)
-            for group in raw.param_groups:
-                group["lr"] *= scale
-        for scheduler, state in zip(self._lr_scheduler_list(), checkpoint.get("lr_schedulers", [])):
-            scheduler.load_state_dict(state)
-            # schedulers that recompute the rate from base_lrs (LambdaLR, cosine) would drop the factor at their next
-            # step
-            scheduler.base_lrs = [lr * scale for lr in scheduler.base_lrs]
-        self._rollbacks = done
-        self.rollbacks.fill_(done)
-        self._nonfinite_consecutive = {"discriminator": 0, "generator": 0}
-        rank_zero_warn(
-            f"{diverged}; rolled back to {path} "
-            f"(saved at generator step {self._generator_step}) with learning rates x{self.rollback_lr_factor**done:g} "
-            f"of the original (rollback {done} of at most {self.max_rollbacks})"
-        )
 
     def _lr_scheduler_list(self) -> list:
         schedulers = self.lr_schedulers()
@@ -644,12 +542,7 @@ class GAN(LightningModule):
         return []
 
     def setup(self, stage: str) -> None:
-        _require_ddp_unused_parameters(self.trainer.strategy)
-        _destroy_process_group_at_worker_exit()
-        from lit_gans.checkpoints import AtomicCheckpointIO
-
-        if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # never leave a half-written checkpoint
-            self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        prepare_trainer(self.trainer)
         if self.channels_last:
             for net in (self.generator, self.discriminator, self.generator_ema):
                 if net is not None:
@@ -662,9 +555,7 @@ class GAN(LightningModule):
         # SIGTERM (SLURM, cloud preemption): Lightning stops after this batch; save where resuming looks first.
         if self.trainer.received_sigterm and not self._preemption_saved:
             self._preemption_saved = True
-            path = preemption_checkpoint_path(self.trainer)
-            self.trainer.save_checkpoint(path)
-            rank_zero_info(f"lit_gans: SIGTERM received, saved {path} at generator step {self._generator_step}")
+            save_preemption_checkpoint(self.trainer, self._generator_step)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._noise_rng is not None:
@@ -674,56 +565,12 @@ class GAN(LightningModule):
             checkpoint[WANDB_RUN_KEY] = run
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        _match_generator_ema(self, checkpoint["state_dict"])
+        match_generator_ema(self, checkpoint["state_dict"])
         self._ema_statistics_stale = True
         # Only rank 0 writes checkpoints, so only rank 0 continues its exact noise stream; other ranks re-derive
         # theirs from the seed, which keeps them distinct.
         self._restored_rng_state = checkpoint.get("lit_gans_noise_rng_state")
         self._noise_rng = None
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training diverged: a loss stayed NaN or infinite for ``max_nonfinite_steps`` consecutive steps."""
-
-
-def preemption_checkpoint_path(trainer: Any) -> str:
-    """``last.ckpt`` of the :class:`~lit_gans.checkpoints.LastCheckpoint` callback, else in the checkpoint
-    callback's folder (``default_root_dir/checkpoints`` without one)."""
-    from lit_gans.checkpoints import LastCheckpoint
-
-    last = [c for c in trainer.callbacks if isinstance(c, LastCheckpoint)]
-    if last:
-        return last[0].path
-    callback = trainer.checkpoint_callback
-    folder = getattr(callback, "dirpath", None) or os.path.join(trainer.default_root_dir, "checkpoints")
-    return os.path.join(folder, "last.ckpt")
-
-
-class _EMAUpdate:
-    """torch's ``get_ema_multi_avg_fn(decay)`` as a picklable object (``ddp_spawn`` pickles the model; torch's
-    function is a closure)."""
-
-    def __init__(self, decay: float) -> None:
-        self.decay = decay
-
-    def __call__(self, averaged: list[Tensor], current: list[Tensor], n_averaged: Tensor) -> None:
-        get_ema_multi_avg_fn(self.decay)(averaged, current, n_averaged)
-
-
-def _match_generator_ema(module: GAN, state_dict: dict[str, Any]) -> None:
-    """Let a checkpoint and a model disagree on ``generator_ema_decay``: a run resumed with averaging turned on
-    starts ``G_ema`` from the checkpoint's G; one resumed with it turned off drops the saved average."""
-    prefix = "generator_ema."
-    saved = [key for key in state_dict if key.startswith(prefix)]
-    if module.generator_ema is None:
-        for key in saved:
-            del state_dict[key]
-    elif not saved:
-        for key, value in list(state_dict.items()):
-            if key.startswith("generator."):
-                state_dict[prefix + "module." + key[len("generator."):]] = value.clone()
-        state_dict[prefix + "n_averaged"] = torch.zeros_like(module.generator_ema.n_averaged)
-        rank_zero_info("lit_gans: the checkpoint has no generator average; it starts from the checkpoint's generator")
 
 
 def _sync_counters_from_buffers(module: GAN, incompatible_keys: Any) -> None:
@@ -732,42 +579,4 @@ def _sync_counters_from_buffers(module: GAN, incompatible_keys: Any) -> None:
     module._nonfinite_consecutive = {"discriminator": 0, "generator": 0}
 
 
-def _destroy_process_group_at_worker_exit() -> None:
-    """Processes started by ``ddp_spawn`` leave through ``os._exit``, which skips the ``atexit`` handler where
-    Lightning destroys the process group; gloo's threads then sometimes abort the worker at exit ("terminate called
-    without an active exception"). Multiprocessing's own finalizers do run there, so register the cleanup with them."""
-    import multiprocessing
-    from multiprocessing import util
-
-    if (
-        torch.distributed.is_available()
-        and torch.distributed.is_initialized()
-        and multiprocessing.current_process().name != "MainProcess"
-    ):
-        util.Finalize(None, _destroy_process_group, exitpriority=10)
-
-
-def _destroy_process_group() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
-def _require_ddp_unused_parameters(strategy: Any) -> None:
-    """G and D live in one DDP module, and each backward uses only one of them, so DDP must look for unused
-    parameters (Lightning-AI/pytorch-lightning#20328). Turn it on rather than fail mid-run; refuse static graphs."""
-    if not isinstance(strategy, DDPStrategy):
-        return
-    kwargs = getattr(strategy, "_ddp_kwargs", None)
-    if kwargs is None:
-        return
-    if kwargs.get("static_graph"):
-        raise ValueError(
-            "DDP with static_graph=True cannot train a GAN: the D and G backwards use different parameters. "
-            "Use strategy='ddp_find_unused_parameters_true'."
-        )
-    if not kwargs.get("find_unused_parameters"):
-        kwargs["find_unused_parameters"] = True
-        rank_zero_info(
-            "lit_gans: enabled DDP find_unused_parameters=True (needed when G and D share one module); "
-            "pass strategy='ddp_find_unused_parameters_true' to make this explicit."
-        )
+__all__ = ["GAN", "NonFiniteLossError", "TrainingStep", "preemption_checkpoint_path"]

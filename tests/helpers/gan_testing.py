@@ -98,6 +98,18 @@ class ShardCheck(Callback):
             f.write(str(len(mine)))
 
 
+class SaveAt(Callback):
+    """Saves a checkpoint at ``path`` after batch ``batch`` of the first epoch and stops: an interrupted run."""
+
+    def __init__(self, path, batch: int) -> None:
+        self.path, self.batch = path, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == self.batch:
+            trainer.save_checkpoint(self.path)
+            trainer.should_stop = True
+
+
 class ProjectionFeatures(torch.nn.Module):
     """A fixed random projection of the pixels to 16 features: a cheap, deterministic FID extractor."""
 
@@ -115,4 +127,4 @@ def _flat(module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in module.parameters()]).clone()
 
 
-__all__ = ["ProjectionFeatures", "RandomImages", "RankSyncCheck", "ShardCheck", "TensorDataset", "tiny_trainer_kwargs"]
+__all__ = ["ProjectionFeatures", "RandomImages", "RankSyncCheck", "SaveAt", "ShardCheck", "TensorDataset", "tiny_trainer_kwargs"]

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 
 from lit_gans import GAN, DCGAN
-from lit_gans.gan import _require_ddp_unused_parameters
+from lit_gans.trainer_plumbing import _require_ddp_unused_parameters
 from lit_gans.networks import MLPDiscriminator, MLPGenerator
 
 

@@ -8,7 +8,7 @@ from functools import partial
 
 import pytest
 import torch
-from gan_testing import TINY, RandomImages, tiny_trainer_kwargs
+from gan_testing import TINY, RandomImages, SaveAt, tiny_trainer_kwargs
 from lightning.pytorch import Callback, Trainer, seed_everything
 
 from lit_gans import DCGAN, InfoGAN
@@ -125,16 +125,6 @@ def test_infogan_takes_a_relativistic_objective():
     assert model.generator_step == 2 and int(model.nonfinite_steps) == 0
 
 
-class SaveAt(Callback):
-    def __init__(self, path, batch):
-        self.path, self.batch = path, batch
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if batch_idx == self.batch:
-            trainer.save_checkpoint(self.path)
-            trainer.should_stop = True
-
-
 def test_mid_epoch_resume_with_a_relativistic_objective_is_bitwise_exact(tmp_path, mnist_dir):
     from lit_gans.datamodules import MNISTDataModule
 
@@ -191,3 +181,14 @@ def test_penalties_take_any_critic_callable_such_as_one_bound_to_labels():
     assert gp.item() == pytest.approx(((torch.stack(expected).sqrt() - 1) ** 2).mean().item(), rel=1e-4)
     assert norms.shape == (4,)
 
+
+
+@pytest.mark.parametrize("variant", ["VanillaGAN", "DCGANSELU", "WGAN", "WGANGP"])
+def test_every_model_takes_a_relativistic_objective(variant):
+    import lit_gans
+
+    kwargs = dict(image_shape=(1, 8, 8), latent_dim=4, max_generator_steps=2)
+    kwargs.update(hidden_dims=(16,)) if variant == "VanillaGAN" else kwargs.update(generator_width=4, discriminator_width=4)
+    model = getattr(lit_gans, variant)(objective=RaLSGANLoss(), **kwargs)
+    Trainer(**tiny_trainer_kwargs()).fit(model, RandomImages(n=64))
+    assert model.generator_step == 2 and isinstance(model.objective, RaLSGANLoss) and int(model.nonfinite_steps) == 0

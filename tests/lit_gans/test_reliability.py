@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from gan_testing import RandomImages, TINY, tiny_trainer_kwargs
+from gan_testing import TINY, RandomImages, SaveAt, tiny_trainer_kwargs
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -220,16 +220,6 @@ class Record(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.batches.append(batch[0].sum().item())
-
-
-class SaveAt(Callback):
-    def __init__(self, path, batch):
-        self.path, self.batch = path, batch
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if batch_idx == self.batch:
-            trainer.save_checkpoint(self.path)
-            trainer.should_stop = True
 
 
 def test_resume_mid_epoch_continues_the_data_and_noise_exactly(tmp_path, mnist_dir):

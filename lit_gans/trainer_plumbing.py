@@ -1,0 +1,87 @@
+"""What the engine arranges with the Trainer, beside the training loop: DDP's ``find_unused_parameters``, the
+process group's cleanup in ``ddp_spawn`` workers, atomic checkpoint writes, and the checkpoint saved on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_info
+
+
+def prepare_trainer(trainer: Any) -> None:
+    """At setup: make DDP work with G and D in one module, clean up ``ddp_spawn`` workers' process group, and
+    write checkpoints atomically."""
+    from lit_gans.checkpoints import AtomicCheckpointIO
+
+    _require_ddp_unused_parameters(trainer.strategy)
+    _destroy_process_group_at_worker_exit()
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # never leave a half-written checkpoint
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+
+def save_preemption_checkpoint(trainer: Any, generator_step: int) -> None:
+    """Save :func:`preemption_checkpoint_path` now (SIGTERM arrived; Lightning stops after this batch)."""
+    path = preemption_checkpoint_path(trainer)
+    trainer.save_checkpoint(path)
+    rank_zero_info(f"lit_gans: SIGTERM received, saved {path} at generator step {generator_step}")
+
+
+def preemption_checkpoint_path(trainer: Any) -> str:
+    """``last.ckpt`` of the :class:`~lit_gans.checkpoints.LastCheckpoint` callback, else in the checkpoint
+    callback's folder (``default_root_dir/checkpoints`` without one)."""
+    from lit_gans.checkpoints import LastCheckpoint
+
+    last = [c for c in trainer.callbacks if isinstance(c, LastCheckpoint)]
+    if last:
+        return last[0].path
+    callback = trainer.checkpoint_callback
+    folder = getattr(callback, "dirpath", None) or os.path.join(trainer.default_root_dir, "checkpoints")
+    return os.path.join(folder, "last.ckpt")
+
+
+def _destroy_process_group_at_worker_exit() -> None:
+    """Processes started by ``ddp_spawn`` leave through ``os._exit``, which skips the ``atexit`` handler where
+    Lightning destroys the process group; gloo's threads then sometimes abort the worker at exit ("terminate called
+    without an active exception"). Multiprocessing's own finalizers do run there, so register the cleanup with them."""
+    import multiprocessing
+    from multiprocessing import util
+
+    if (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and multiprocessing.current_process().name != "MainProcess"
+    ):
+        util.Finalize(None, _destroy_process_group, exitpriority=10)
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def _require_ddp_unused_parameters(strategy: Any) -> None:
+    """G and D live in one DDP module, and each backward uses only one of them, so DDP must look for unused
+    parameters (Lightning-AI/pytorch-lightning#20328). Turn it on rather than fail mid-run; refuse static graphs."""
+    if not isinstance(strategy, DDPStrategy):
+        return
+    kwargs = getattr(strategy, "_ddp_kwargs", None)
+    if kwargs is None:
+        return
+    if kwargs.get("static_graph"):
+        raise ValueError(
+            "DDP with static_graph=True cannot train a GAN: the D and G backwards use different parameters. "
+            "Use strategy='ddp_find_unused_parameters_true'."
+        )
+    if not kwargs.get("find_unused_parameters"):
+        kwargs["find_unused_parameters"] = True
+        rank_zero_info(
+            "lit_gans: enabled DDP find_unused_parameters=True (needed when G and D share one module); "
+            "pass strategy='ddp_find_unused_parameters_true' to make this explicit."
+        )
+
+
+__all__ = ["preemption_checkpoint_path", "prepare_trainer", "save_preemption_checkpoint"]
