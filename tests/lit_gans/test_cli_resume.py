@@ -198,3 +198,25 @@ def test_bad_input_is_one_error_line_without_a_traceback(args, message, tmp_path
     named = {"bad_labels": ["bad magic number", labels], "truncated": ["truncated", images]}.get(args[0].split("=")[-1])
     if named:  # the MNIST cases say what is wrong with which file
         assert named[0] in errors[0] and str(named[1].relative_to(tmp_path)) in errors[0], errors[0]
+
+
+def test_a_config_that_names_an_objective_resumes_with_it(tmp_path, monkeypatch, mnist_dir):
+    from lit_gans.objectives import NonSaturatingLoss, RaLSGANLoss
+
+    from lit_gans.cli import main
+
+    small = ["--model.init_args.generator_width=8", "--model.init_args.discriminator_width=8"]
+    ralsgan = command(mnist_dir, "--model.init_args.max_generator_steps=3", *small)[3:]
+    ralsgan[ralsgan.index(str(CONFIG))] = str(REPO / "configs" / "ralsgan_mnist.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    first = main(ralsgan)
+    assert isinstance(first.model.objective, RaLSGANLoss)
+    folder = checkpoint_folder(tmp_path)
+    # resumed with the DCGAN config, which names no objective: the checkpoint's RaLSGAN continues, and says so
+    resumed = cli(tmp_path, monkeypatch, mnist_dir, f"--ckpt_path={folder}", "--model.init_args.max_generator_steps=5", *small)
+    assert isinstance(resumed.model.objective, RaLSGANLoss) and resumed.model.generator_step == 5
+    # unless the command line names another one
+    other = cli(tmp_path, monkeypatch, mnist_dir, f"--ckpt_path={folder}", "--model.init_args.max_generator_steps=6",
+                "--model.init_args.objective=lit_gans.objectives.NonSaturatingLoss", *small)  # fmt: skip
+    assert isinstance(other.model.objective, NonSaturatingLoss) and other.model.generator_step == 6
