@@ -3,9 +3,10 @@ training time, for DCGAN, WGAN-GP and LSGAN, on the package's default path and i
 
     python benchmarks/quality.py                                   # 1, 2, 5, 10 minutes per run
     python benchmarks/quality.py --minutes 1 2 3 --models dcgan    # quicker
+    python benchmarks/quality.py --models dcgan rasgan lsgan ralsgan --minutes 1 2 4 --name quality_relativistic
 
-The clock counts training only (evaluations pause it). Writes benchmarks/results/quality.{md,json} and
-quality.png (with matplotlib installed; `--replot` redraws it from the JSON). Run by hand.
+The clock counts training only (evaluations pause it). Writes benchmarks/results/<name>.{md,json} and
+<name>.png (name: quality) (with matplotlib installed; `--replot` redraws it from the JSON). Run by hand.
 """
 
 from __future__ import annotations
@@ -83,10 +84,11 @@ def main() -> None:
     parser.add_argument("--minutes", nargs="+", type=float, default=[1, 2, 5, 10])
     parser.add_argument("--num-fake", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from results/quality.json")
+    parser.add_argument("--name", default="quality", help="results file name (results/<name>.md, .json, .png)")
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from results/<name>.json")
     args = parser.parse_args()
     if args.replot:
-        plot(json.loads((RESULTS / "quality.json").read_text())["rows"])
+        plot(json.loads((RESULTS / f"{args.name}.json").read_text())["rows"], args.name)
         return
 
     data_dir = mnist_data_dir(args.shared, Path(tempfile.mkdtemp()))
@@ -106,14 +108,15 @@ def main() -> None:
     text = "\n".join([
         "## Quality per minute (MNIST, FID with the package's MNIST extractor, 10k real / %d fake)" % args.num_fake,
         "", table, "", f"Machine: {machine()}", "",
-        "Command: `python benchmarks/quality.py --minutes " + " ".join(f"{m:g}" for m in args.minutes) + "`",
+        f"Command: `python benchmarks/quality.py --models {' '.join(args.models)} --paths {' '.join(args.paths)} --minutes "
+        + " ".join(f"{m:g}" for m in args.minutes) + f" --name {args.name}`",
     ])
     print(text)
-    save_results("quality", {"machine": machine(), "args": vars(args), "rows": rows}, text)
-    plot(rows)
+    save_results(args.name, {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, text)
+    plot(rows, args.name)
 
 
-def plot(rows: list[dict[str, Any]]) -> None:
+def plot(rows: list[dict[str, Any]], output: str = "quality") -> None:
     """FID against training minutes: one colour per model, solid for the default path, dashed for the fast one."""
     try:
         import matplotlib
@@ -134,8 +137,8 @@ def plot(rows: list[dict[str, Any]]) -> None:
     ax.set(xlabel="training minutes (2 CPU cores)", ylabel="FID (MNIST features)", yscale="log", title="Quality per minute")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "quality.png", dpi=120)
-    print("written", RESULTS / "quality.png")
+    fig.savefig(RESULTS / f"{output}.png", dpi=120)
+    print("written", RESULTS / f"{output}.png")
 
 
 if __name__ == "__main__":
