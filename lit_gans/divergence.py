@@ -21,15 +21,24 @@ class NonFiniteLossError(RuntimeError):
 class DivergenceGuard:
     """The engine's checks of each loss before its optimizer step (see the module docstring)."""
 
-    def _network_buffers(self) -> Optional[list[tuple[Tensor, Tensor]]]:
-        """``(buffer, copy)`` for every buffer of G and D (BatchNorm statistics, spectral norm's vectors), which the
-        forwards of a step update, so that a skipped step can put them back; ``None`` without ``check_finite``."""
+    def _network_buffers(self) -> Optional[tuple[list[Tensor], list[Tensor]]]:
+        """``(buffers, copies)`` of every buffer of G and D (BatchNorm statistics, spectral norm's vectors), which
+        the forwards of a step update, so that a skipped step can put them back; ``None`` without ``check_finite``
+        or buffers. The copies are kept between steps and refreshed in one fused copy."""
         if not self.check_finite:
             return None
-        return [(b, b.clone()) for net in (self.generator, self.discriminator) for b in net.buffers()]
+        buffers = [b for net in (self.generator, self.discriminator) for b in net.buffers()]
+        if not buffers:
+            return None
+        copies = getattr(self, "_buffer_copies", None)
+        try:
+            torch._foreach_copy_(copies, buffers)
+        except (RuntimeError, TypeError):  # first step, or buffers that changed shape, dtype or device
+            copies = self._buffer_copies = [b.detach().clone() for b in buffers]
+        return buffers, copies
 
     def _step_is_finite(
-        self, loss: Tensor, network: str, optimizer: Any, buffers: Optional[list[tuple[Tensor, Tensor]]] = None
+        self, loss: Tensor, network: str, optimizer: Any, buffers: Optional[tuple[list[Tensor], list[Tensor]]] = None
     ) -> bool:
         """Whether ``loss`` is finite on every rank; if not, drop this step's gradients, restore ``buffers`` (the
         step leaves no trace in the model), count it, and stop or roll back after ``max_nonfinite_steps``
@@ -46,9 +55,9 @@ class DivergenceGuard:
             self._nonfinite_consecutive[network] = 0
             return True
         optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for buffer, saved in buffers or ():
-                buffer.copy_(saved)
+        if buffers is not None:
+            with torch.no_grad():
+                torch._foreach_copy_(*buffers)
         self.nonfinite_steps.add_(1)
         self._nonfinite_consecutive[network] += 1
         self.log("train/nonfinite_steps", self.nonfinite_steps.float(), on_step=True, on_epoch=False)
