@@ -3,5 +3,15 @@
 from lit_gans.networks.dcgan import DCGANDiscriminator, DCGANGenerator, resolution_stages
 from lit_gans.networks.layers import spectral_norm_
 from lit_gans.networks.mlp import MLPDiscriminator, MLPGenerator
+from lit_gans.networks.resnet import ResNetDiscriminator, ResNetGenerator
 
-__all__ = ["DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator", "resolution_stages", "spectral_norm_"]
+__all__ = [
+    "DCGANDiscriminator",
+    "DCGANGenerator",
+    "MLPDiscriminator",
+    "MLPGenerator",
+    "ResNetDiscriminator",
+    "ResNetGenerator",
+    "resolution_stages",
+    "spectral_norm_",
+]

@@ -13,16 +13,26 @@ Options reach the references' variants without new classes:
   (AlexiaJM/Deep-learning-with-cats) kept DCGAN's N(0, 0.02) for every convolution.
 * ``upsample="nearest"``, ``dropout``: the reference Keras MNIST DCGAN (upsampling + convolution).
 * discriminator ``norm="layer"`` or ``"none"``: WGAN-GP critics, whose per-sample penalty BatchNorm would break.
+* ``num_classes``, ``conditioning``: class-conditional networks (:mod:`lit_gans.networks.conditional`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
 
+from lit_gans.networks.conditional import (
+    DiscriminatorConditioning,
+    LabelEmbedding,
+    LabelledSequential,
+    check_conditioning,
+    conditional_batchnorm_,
+    generator_uses_batchnorm,
+)
 from lit_gans.networks.layers import activation as make_activation
 from lit_gans.networks.layers import init_weights_, norm_2d
 from lit_gans.validation import check_choice
@@ -74,12 +84,19 @@ class DCGANGenerator(nn.Module):
         dropout: dropout after the projection (the Keras reference used 0.4).
         extra_layers: 3x3 stride-1 convolutions added before the output layer (``n_extra_layers`` of the WGAN
             authors' DCGAN code).
+        num_classes: classes of a conditional generator (``forward(z, labels)``); 0: unconditional.
+        conditioning: ``projection`` or ``auxiliary``: every BatchNorm becomes class-conditional
+            (:class:`~lit_gans.networks.conditional.ConditionalBatchNorm`); ``concat``, or a generator without
+            BatchNorm: a label embedding joins z.
+        label_embedding_dim: size of that embedding (``num_classes`` by default).
 
     Example::
 
         >>> g = DCGANGenerator(100, (3, 64, 64))
         >>> g(torch.randn(2, 100)).shape
         torch.Size([2, 3, 64, 64])
+        >>> DCGANGenerator(16, (1, 28, 28), width=8, num_classes=10)(torch.randn(2, 16), torch.tensor([3, 7])).shape
+        torch.Size([2, 1, 28, 28])
     """
 
     def __init__(
@@ -92,17 +109,24 @@ class DCGANGenerator(nn.Module):
         upsample: str = "transposed",
         dropout: float = 0.0,
         extra_layers: int = 0,
+        num_classes: int = 0,
+        conditioning: str = "projection",
+        label_embedding_dim: Optional[int] = None,
     ) -> None:
         super().__init__()
         channels, size = _square_shape(image_shape)
         base, n = resolution_stages(size)
+        check_conditioning(num_classes, conditioning)
         check_choice("upsample", upsample, UPSAMPLE_MODES)
         check_choice("activation", activation, ("relu", "leaky_relu", "selu"))
         self.latent_dim, self.image_shape = latent_dim, (channels, size, size)
         widths = [width * 2 ** (n - 1 - i) for i in range(n)]
         bias = norm == "none"  # a bias before a normalization layer is redundant
+        embed = num_classes and not (generator_uses_batchnorm(conditioning) and norm == "batch")
+        self.label_embedding = LabelEmbedding(num_classes, label_embedding_dim) if embed else None
+        in_dim = latent_dim + (self.label_embedding.dim if self.label_embedding is not None else 0)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, widths[0], base, 1, 0, bias=bias),
+            nn.ConvTranspose2d(in_dim, widths[0], base, 1, 0, bias=bias),
             norm_2d(norm, widths[0]),
             make_activation(activation),
         ]
@@ -113,8 +137,11 @@ class DCGANGenerator(nn.Module):
         for _ in range(extra_layers):
             layers += _extra_layer(widths[-1], norm, activation, 0.0)
         layers += [self._up(widths[-1], channels, upsample, True), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
-        init_weights_(self, activation, example_input=torch.zeros(1, latent_dim))
+        self.net = LabelledSequential(*layers)
+        init_weights_(self.net, activation, example_input=torch.zeros(1, in_dim, 1, 1))
+        self.num_classes = num_classes
+        if num_classes and not embed:
+            conditional_batchnorm_(self.net, num_classes)
 
     @staticmethod
     def _up(c_in: int, c_out: int, mode: str, bias: bool) -> nn.Module:
@@ -122,8 +149,10 @@ class DCGANGenerator(nn.Module):
             return nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)
         return nn.Sequential(nn.Upsample(scale_factor=2, mode=mode), nn.Conv2d(c_in, c_out, 5, 1, 2, bias=bias))
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z.reshape(z.shape[0], -1, 1, 1))
+    def forward(self, z: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        if self.label_embedding is not None:
+            z = self.label_embedding(z, labels)
+        return self.net(z.reshape(z.shape[0], -1, 1, 1), labels if self.num_classes else None)
 
 
 class DCGANDiscriminator(nn.Module):
@@ -142,6 +171,10 @@ class DCGANDiscriminator(nn.Module):
         dropout: dropout after every stage (the Keras reference used 0.4).
         extra_layers: 3x3 stride-1 convolutions at the last resolution (the Keras reference's 4-layer
             discriminator is 2 strided stages + 2 of these at 28x28).
+        num_classes: classes of a conditional discriminator (``forward(x, labels)``); 0: unconditional.
+        conditioning: ``concat`` (the label as one more input channel), ``projection`` (``+ embed(y) . phi(x)``
+            with ``phi`` the flattened trunk output, the head's input) or ``auxiliary`` (``forward`` returns
+            ``(output, class_logits)``); see :class:`~lit_gans.networks.conditional.DiscriminatorConditioning`.
 
     Example::
 
@@ -158,6 +191,8 @@ class DCGANDiscriminator(nn.Module):
         activation: str = "leaky_relu",
         dropout: float = 0.0,
         extra_layers: int = 0,
+        num_classes: int = 0,
+        conditioning: str = "projection",
     ) -> None:
         super().__init__()
         channels, size = _square_shape(image_shape)
@@ -165,8 +200,13 @@ class DCGANDiscriminator(nn.Module):
         check_choice("activation", activation, ("relu", "leaky_relu", "selu"))
         check_choice("norm", norm, ("batch", "layer", "instance", "none"))
         widths = [width * 2**i for i in range(n)]
+        self.conditioning = (
+            DiscriminatorConditioning(num_classes, conditioning, widths[-1] * base * base, (channels, size, size))
+            if num_classes
+            else None
+        )
         layers: list[nn.Module] = []
-        c_in = channels
+        c_in = self.conditioning.input_channels(channels) if self.conditioning is not None else channels
         for i, c_out in enumerate(widths):
             layers.append(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=i == 0 or norm == "none"))
             if i > 0:  # paper: no normalization on the discriminator's input layer
@@ -180,10 +220,14 @@ class DCGANDiscriminator(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.head = nn.Conv2d(widths[-1], 1, base, 1, 0)
         self.feature_dim, self.feature_size = widths[-1], base
-        init_weights_(self, activation, example_input=torch.zeros(1, channels, size, size))
+        example = torch.zeros(1, channels, size, size)
+        init_weights_(self, activation, example_input=(example, torch.zeros(1, dtype=torch.long)) if num_classes else example)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.trunk(x)).flatten()
+    def forward(self, x: Tensor, labels: Optional[Tensor] = None) -> Union[Tensor, tuple[Tensor, Tensor]]:
+        if self.conditioning is None:
+            return self.head(self.trunk(x)).flatten()
+        features = self.trunk(self.conditioning.join_input(x, labels))
+        return self.conditioning.output(self.head(features).flatten(), features, labels)
 
 
 __all__ = ["DCGANGenerator", "DCGANDiscriminator", "resolution_stages", "UPSAMPLE_MODES"]

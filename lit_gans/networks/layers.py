@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -112,10 +112,11 @@ def effective_fan_in(layer: nn.Module, input_size: Optional[Sequence[int]] = Non
     return layer.in_channels / layer.groups * taps_per_output(layer, input_size)
 
 
-def layer_input_sizes(module: nn.Module, example_input: Tensor) -> dict[nn.Module, tuple[int, ...]]:
+def layer_input_sizes(module: nn.Module, example_input: Union[Tensor, tuple]) -> dict[nn.Module, tuple[int, ...]]:
     """The spatial size of the input of every 2-d (transposed) convolution of ``module`` in a forward pass of
-    ``example_input``; run on the meta device (shapes only, no arithmetic), or on the real one when a layer has
-    no meta implementation."""
+    ``example_input`` (one tensor, or a tuple of the forward's arguments: a conditional network's labels); run on
+    the meta device (shapes only, no arithmetic), or on the real one when a layer has no meta implementation."""
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
     sizes: dict[nn.Module, tuple[int, ...]] = {}
 
     def record(layer: nn.Module, args: tuple) -> None:
@@ -127,17 +128,17 @@ def layer_input_sizes(module: nn.Module, example_input: Tensor) -> dict[nn.Modul
         with torch.no_grad():
             try:
                 state = {n: torch.empty_like(t, device="meta") for n, t in (*module.named_parameters(), *module.named_buffers())}
-                torch.func.functional_call(module, state, (example_input.to("meta"),))
+                torch.func.functional_call(module, state, tuple(a.to("meta") for a in args))
             except (NotImplementedError, RuntimeError):
                 sizes.clear()
-                module(example_input)
+                module(*args)
     finally:
         for hook in hooks:
             hook.remove()
     return sizes
 
 
-def lecun_normal_init_(module: nn.Module, example_input: Optional[Tensor] = None) -> None:
+def lecun_normal_init_(module: nn.Module, example_input: Optional[Union[Tensor, tuple]] = None) -> None:
     """The initialization SELU needs for self-normalization (Klambauer et al. 2017): weights from
     N(0, 1/fan_in), biases zero, so that a unit-variance input gives unit-variance pre-activations.
 
@@ -155,7 +156,7 @@ def lecun_normal_init_(module: nn.Module, example_input: Optional[Tensor] = None
                 nn.init.zeros_(m.bias)
 
 
-def init_weights_(module: nn.Module, activation_kind: str, example_input: Optional[Tensor] = None) -> None:
+def init_weights_(module: nn.Module, activation_kind: str, example_input: Optional[Union[Tensor, tuple]] = None) -> None:
     """SELU networks get LeCun-normal weights (``example_input``: see :func:`lecun_normal_init_`); everything
     else the DCGAN initialization."""
     if activation_kind == "selu":
