@@ -124,8 +124,10 @@ class ImageDataModule(LightningDataModule):
 
     #: ``(C, H, W)`` of the images this module yields.
     image_shape: tuple[int, int, int]
-    #: number of classes for labelled data, else ``None``.
+    #: number of classes for labelled data, else ``None``; known before setup, so the CLI can link it.
     num_classes: Optional[int] = None
+    #: a name per class (the digit, the folder, the character), else ``None``.
+    class_names: Optional[list[str]] = None
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, val_split: float = 0.0, seed: int = 42) -> None:
         super().__init__()
@@ -164,6 +166,14 @@ class ImageDataModule(LightningDataModule):
         train_idx, val_idx = split_indices(len(images), self.val_split, self.seed)
         self.train_set = TensorDataset(images[train_idx], labels[train_idx])
         self.val_set = TensorDataset(images[val_idx], labels[val_idx]) if len(val_idx) else None
+
+    def class_counts(self) -> Optional[Tensor]:
+        """Images per class in the training split (labelled data, after ``setup``), else ``None``: what a
+        conditional model's ``sample(labels=None)`` draws from."""
+        tensors = getattr(self.train_set, "tensors", None)
+        if not self.num_classes or tensors is None or len(tensors) < 2:
+            return None
+        return torch.bincount(tensors[1].long(), minlength=self.num_classes)
 
     def train_sampler(self, dataset: Dataset) -> Sampler:
         """The order of training samples: a shuffle that depends only on ``(seed, epoch)``."""

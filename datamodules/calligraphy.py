@@ -108,13 +108,6 @@ class CalligraphyDataModule(ImageFolderDataModule):
         )
         self.invert = invert
         self.dirty = check_choice("dirty", dirty, ("keep", "crop", "skip"))
-        self.num_classes = self._count_classes()
-
-    def _count_classes(self) -> Optional[int]:
-        """Known before any image is decoded (the CLI links it into conditional models)."""
-        if not self.data_dir.is_dir():
-            return None
-        return sum(1 for p in self.data_dir.iterdir() if p.is_dir()) or None
 
     def cache_params(self) -> dict[str, Any]:
         return {**super().cache_params(), "invert": self.invert, "dirty": self.dirty}

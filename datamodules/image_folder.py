@@ -93,6 +93,11 @@ class CachedImageDataModule(ImageDataModule):
         self.classes: list[str] = []
         self.summary: Optional[dict[str, Any]] = None
 
+    @property
+    def class_names(self) -> Optional[list[str]]:  # type: ignore[override]
+        """The class folders' names (calligraphy: the characters), in label order; ``None`` for unlabelled data."""
+        return list(self.classes) if self.classes else None
+
     # ------------------------------------------------------------------ subclass API
     def collect_inputs(self) -> tuple[list[Any], list[int], list[str], list[SourceFile], dict[str, Any]]:
         """``(items, labels, classes, source files for the fingerprint, extra summary entries)``; items are
@@ -213,6 +218,13 @@ class ImageFolderDataModule(CachedImageDataModule):
         super().__init__(data_dir, **kwargs)
         self.resize = check_choice("resize", resize, ("crop", "pad"))
         self.labels = labels
+        if labels and self.data_dir.exists():  # known before any image is decoded: the CLI links num_classes
+            self.classes = self.class_folders(list_files(self.data_dir, IMAGE_SUFFIXES))
+            self.num_classes = len(self.classes) or None
+
+    def class_folders(self, files: Sequence[SourceFile]) -> list[str]:
+        """The sorted first-level subfolders that hold images: the classes, in label order."""
+        return sorted({self.class_of(f) for f in files} - {""})
 
     def cache_params(self) -> dict[str, Any]:
         return {**super().cache_params(), "resize": self.resize, "labels": self.labels}
@@ -221,7 +233,7 @@ class ImageFolderDataModule(CachedImageDataModule):
         files = list_files(self.data_dir, IMAGE_SUFFIXES)
         if not self.labels:
             return files, [0] * len(files), [], files, {}
-        classes = sorted({self.class_of(f) for f in files} - {""})
+        classes = self.class_folders(files)
         index = {c: i for i, c in enumerate(classes)}
         outside = [(str(f), "not_in_a_class_folder", "") for f in files if self.class_of(f) == ""]
         kept = [f for f in files if self.class_of(f) != ""]

@@ -114,6 +114,11 @@ class MNISTDataModule(ImageDataModule):
         self.image_size = 28 if image_size is None else check_int("image_size", image_size)
         self.image_shape = (1, self.image_size, self.image_size)
 
+    @property
+    def class_names(self) -> list[str]:  # type: ignore[override]
+        """``"0"`` ... ``"9"`` for the digits, torchvision's names for Fashion-MNIST."""
+        return [str(i) for i in range(10)] if self.dataset == "mnist" else list(DATASETS[self.dataset].classes)
+
     def _expected_files(self) -> list[Path]:
         cls = DATASETS[self.dataset]
         raw = self.data_dir / cls.__name__ / "raw"

@@ -42,10 +42,32 @@ class GANCLI(LightningCLI):
 
     Each network has its own optimizer argument (``model.init_args.generator_optimizer`` and
     ``discriminator_optimizer``, as ``OptimizerCallable``); the data's ``image_shape`` is linked into the model.
+    So is the data's ``num_classes`` for a model that names a ``conditioning`` (a labelled datamodule feeds
+    unconditional models too, so a class count alone does not make a model conditional); an explicit
+    ``num_classes`` must then agree with the data's.
     """
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
+        parser.link_arguments(
+            "data.num_classes", "model.init_args.num_classes", compute_fn=self._num_classes_from_data, apply_on="instantiate"
+        )
+
+    def _num_classes_from_data(self, data_classes: Optional[int]) -> int:
+        requested, conditioning = self._requested_num_classes, self._requested_conditioning
+        if conditioning is None:
+            return requested or 0
+        if not data_classes:
+            raise ValueError(
+                f"model.init_args.conditioning={conditioning!r} needs labelled data, and the datamodule has no classes "
+                "(an image folder needs labels=True and one subfolder per class)"
+            )
+        if requested and requested != data_classes:
+            raise ValueError(
+                f"model.init_args.num_classes={requested} conflicts with the data's num_classes={data_classes}; leave "
+                "num_classes out (the data's is taken)"
+            )
+        return data_classes
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         self._command_line = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
@@ -73,6 +95,8 @@ class GANCLI(LightningCLI):
         # the data's shape is linked into the model at instantiation, over whatever the command line said
         explicit = "image_shape" in command_line_model_keys(self._command_line) and "model" in config
         self._requested_image_shape = config.model.init_args.get("image_shape") if explicit else None
+        self._requested_num_classes = config.model.init_args.get("num_classes")
+        self._requested_conditioning = config.model.init_args.get("conditioning")
         if self.subcommand == "fit" and config.get("ckpt_path") not in (None, *CHECKPOINT_ALIASES):
             continue_wandb_run(config.trainer.logger, config["ckpt_path"])
 

@@ -27,9 +27,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional, Union
 
 import torch
+import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
@@ -40,6 +41,7 @@ from lit_gans.augment import DiffAugmentHook
 from lit_gans.averaging import AveragedGenerator, EMAUpdate, match_generator_ema
 from lit_gans.divergence import DivergenceGuard, NonFiniteLossError
 from lit_gans.loggers import WANDB_RUN_KEY, wandb_run_of
+from lit_gans.networks.conditional import resolve_conditioning
 from lit_gans.networks.layers import has_batchnorm, spectral_norm_
 from lit_gans.objectives import NonSaturatingLoss, Objective
 from lit_gans.regularizers import check_penalty_precision, r1_penalty
@@ -59,8 +61,11 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
     """Base GAN: a generator, a discriminator (critic), an objective and two optimizers, trained k:1.
 
     Args:
-        generator: maps ``(N, latent_dim)`` to images ``(N, C, H, W)`` in [-1, 1].
-        discriminator: maps images to one raw output per sample, shape ``(N,)`` (logits or critic scores).
+        generator: maps ``(N, latent_dim)`` to images ``(N, C, H, W)`` in [-1, 1]; ``(z, labels)`` when
+            conditional.
+        discriminator: maps images to one raw output per sample, shape ``(N,)`` (logits or critic scores);
+            ``(images, labels)`` when conditional, returning ``(output, class_logits)`` for ``auxiliary``
+            conditioning.
         objective: the adversarial losses (an :class:`~lit_gans.objectives.Objective`, or its ``to_config()``
             dictionary); ``None`` takes the variant's :attr:`default_objective`
             (:class:`~lit_gans.objectives.NonSaturatingLoss` here). Stored in the checkpoint as that dictionary,
@@ -122,6 +127,17 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
             checkpoint and multiply both learning rates by ``rollback_lr_factor`` instead of stopping.
         rollback_lr_factor: learning-rate factor applied at each rollback.
         max_rollbacks: rollbacks allowed in one run; one more divergence then stops with the error.
+        num_classes: classes of a class-conditional GAN (the networks take labels); 0: unconditional. The fakes of
+            a training step are generated for the real batch's labels in a random order (so for the data's class
+            frequencies, a balanced sampler's included), a fresh order for the G update; D scores each image with
+            the label it is real or was generated for (:attr:`TrainingStep.fake_labels`). The gradient penalty
+            and R1 differentiate D with the real labels.
+        conditioning: how the networks use the labels: ``concat``, ``projection`` or ``auxiliary``
+            (:mod:`lit_gans.networks.conditional`); ``None``: ``projection`` when ``num_classes > 0``. The model's
+            network builders pass it on; this engine adds the auxiliary classifier's terms.
+        auxiliary_weight: weight of AC-GAN's class cross-entropy (Odena et al. 2017) for ``auxiliary``
+            conditioning: ``w * [CE(D_cls(x), y) + CE(D_cls(G(z, y_f)), y_f)]`` joins D's loss and
+            ``w * CE(D_cls(G(z, y_f)), y_f)`` G's (the paper's L_C in both players' objectives, weight 1).
 
     Example::
 
@@ -196,6 +212,9 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         on_nonfinite: str = "skip",
         rollback_lr_factor: float = 0.5,
         max_rollbacks: int = 3,
+        num_classes: int = 0,
+        conditioning: Optional[str] = None,
+        auxiliary_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -214,6 +233,8 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         check_int("generator_ema_start", generator_ema_start, minimum=0)
         if generator_ema_decay is not None and not (isinstance(generator_ema_decay, float) and 0 < generator_ema_decay < 1):
             raise ValueError(f"generator_ema_decay={generator_ema_decay!r} is out of range: it must be a float in (0, 1)")
+        self.num_classes, self.conditioning = resolve_conditioning(num_classes, conditioning)
+        self.auxiliary_weight = check_float("auxiliary_weight", auxiliary_weight, inclusive=True)
         self.generator = generator
         self.discriminator = spectral_norm_(discriminator) if discriminator_spectral_norm else discriminator
         if diff_augment:
@@ -266,6 +287,7 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         self._scheduler_factories = (generator_lr_scheduler, discriminator_lr_scheduler)
         self._noise_rng: Optional[torch.Generator] = None
         self._restored_rng_state: Optional[Tensor] = None
+        self._labels_checked = False
 
         # Counters live in buffers so they are checkpointed and un-shared under CPU ddp_spawn; Python mirrors
         # drive control flow so the hot path never reads a device tensor back to the host.
@@ -277,6 +299,10 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         self.register_buffer(
             "sample_noise", self.sample_latent(num_sample_images, generator=torch.Generator().manual_seed(0))
         )
+        if self.num_classes:  # the fixed visualization noise comes with fixed labels: 0, 1, ..., K-1, 0, 1, ...
+            self.register_buffer("sample_labels", torch.arange(num_sample_images) % self.num_classes)
+            # what sample(labels=None) draws from; set from the datamodule's class counts when a fit starts
+            self.register_buffer("class_frequencies", torch.full((self.num_classes,), 1.0 / self.num_classes))
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets `_current_fx_name` twice around every hook it calls (~45 times a batch); nn.Module's generic
@@ -321,47 +347,108 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
             return torch.randn(shape, generator=generator, device=device).to(self.device)
         return (torch.rand(shape, generator=generator, device=device) * 2 - 1).to(self.device)
 
+    def draw_labels(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """``n`` class labels drawn from :attr:`class_frequencies` (the training data's, once a fit started)."""
+        gen = generator if generator is not None else self._noise_generator()
+        weights = self.class_frequencies.to(gen.device)
+        return torch.multinomial(weights, n, replacement=True, generator=gen).to(self.device)
+
+    def _labels_for(self, n: int, labels: Optional[Union[Tensor, int]], fixed: bool) -> Optional[Tensor]:
+        if not self.num_classes:
+            if labels is not None:
+                raise ValueError("sample(labels=...) needs a conditional model (built with num_classes > 0)")
+            return None
+        if labels is None:
+            return self.sample_labels[:n] if fixed else self.draw_labels(n)
+        labels = torch.as_tensor(labels, device=self.device).long()
+        if labels.dim() == 0:
+            labels = labels.expand(n)
+        if labels.shape != (n,):
+            raise ValueError(f"sample(labels=...) has shape {tuple(labels.shape)}: it needs one label per image, ({n},)")
+        bad = labels[(labels < 0) | (labels >= self.num_classes)]
+        if len(bad):
+            raise ValueError(f"sample(labels=...) holds {int(bad[0])}: class labels must be in [0, {self.num_classes})")
+        return labels
+
     @torch.no_grad()
-    def sample(self, n: Optional[int] = None, z: Optional[Tensor] = None, ema: Optional[bool] = None) -> Tensor:
+    def sample(
+        self,
+        n: Optional[int] = None,
+        z: Optional[Tensor] = None,
+        ema: Optional[bool] = None,
+        labels: Optional[Union[Tensor, int]] = None,
+    ) -> Tensor:
         """Generate images in [-1, 1] with the generator in eval mode (its mode is restored afterwards).
 
         Args:
-            n: number of images from fresh noise; with neither ``n`` nor ``z``, the fixed ``sample_noise``.
+            n: number of images from fresh noise; with neither ``n`` nor ``z``, the fixed ``sample_noise`` (and,
+                for a conditional model, the fixed ``sample_labels``).
             z: explicit generator inputs ``(N, latent_dim)``.
             ema: use the weight-averaged generator (``generator_ema_decay``); ``None``: whenever there is one.
+            labels: for a conditional model, the class of each image (a tensor of class indices, or one int for
+                all); ``None`` draws them from the training data's class frequencies (:meth:`draw_labels`).
+
+        Example::
+
+            >>> from lit_gans import DCGAN
+            >>> model = DCGAN(num_classes=10, generator_width=8, discriminator_width=8)
+            >>> model.sample(4, labels=7).shape, model.sample(labels=torch.tensor([0, 1])).shape
+            (torch.Size([4, 1, 28, 28]), torch.Size([2, 1, 28, 28]))
         """
         if ema and self.generator_ema is None:
             raise ValueError("sample(ema=True) needs a model built with generator_ema_decay")
         net = self.averaged_generator() if (ema or ema is None) and self.generator_ema is not None else self.generator
+        fixed = z is None and n is None
+        if z is None and n is None and labels is not None and torch.as_tensor(labels).dim() == 1:
+            n = len(labels)
         if z is None:
             z = self.sample_noise if n is None else self.sample_latent(n)
+        labels = self._labels_for(z.shape[0], labels, fixed)
         was_training = net.training
         net.eval()
         try:
-            return net(z.to(self.device)).float()
+            return self.generate(z.to(self.device), labels, net).float()
         finally:
             net.train(was_training)
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.generator(z)
+    def forward(self, z: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        return self.generate(z, labels)
+
+    def generate(self, z: Tensor, labels: Optional[Tensor] = None, net: Optional[nn.Module] = None) -> Tensor:
+        """``G(z)``, or ``G(z, labels)`` for a conditional model (``net``: another generator, the averaged one)."""
+        net = self.generator if net is None else net
+        return net(z, labels) if self.num_classes else net(z)
+
+    def critic(self, images: Tensor, labels: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
+        """D's raw output ``(N,)`` on ``images`` (scored with ``labels`` when conditional), and the auxiliary
+        classifier's class logits ``(N, K)`` for ``auxiliary`` conditioning (else ``None``)."""
+        if not self.num_classes:
+            return self.discriminator(images), None
+        out = self.discriminator(images, labels)
+        return out if self.conditioning == "auxiliary" else (out, None)
 
     # ------------------------------------------------------------------ losses (override points)
-    @staticmethod
-    def real_images(batch: Any) -> Tensor:
-        """The images of a batch that is a tensor or an ``(images, labels, ...)`` sequence."""
-        return batch[0] if isinstance(batch, (list, tuple)) else batch
-
-    def discriminate(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
-        """Discriminator outputs on real and fake images: two forwards, so that BatchNorm sees pure batches as in
-        DCGAN, or one over both when ``joint_discriminator_forward`` (no BatchNorm in D)."""
+    def discriminate(self, step: TrainingStep) -> tuple[Tensor, Tensor]:
+        """D's outputs on the step's real and fake images, each scored with its labels: two forwards, so that
+        BatchNorm sees pure batches as in DCGAN, or one over both when ``joint_discriminator_forward`` (no
+        BatchNorm in D). The auxiliary classifier's logits go into ``step.real_class_logits`` /
+        ``step.fake_class_logits``."""
+        real, fake = step.real, step.fake
         if self.joint_discriminator_forward:
-            out = self.discriminator(torch.cat([real, fake.to(real.dtype)]))
-            return out[: real.shape[0]], out[real.shape[0] :]
-        return self.discriminator(real), self.discriminator(fake)
+            labels = torch.cat([step.labels, step.fake_labels]) if self.num_classes else None
+            out, logits = self.critic(torch.cat([real, fake.to(real.dtype)]), labels)
+            n = real.shape[0]
+            real_out, fake_out = out[:n], out[n:]
+            if logits is not None:
+                step.real_class_logits, step.fake_class_logits = logits[:n], logits[n:]
+            return real_out, fake_out
+        real_out, step.real_class_logits = self.critic(real, step.labels)
+        fake_out, step.fake_class_logits = self.critic(fake, step.fake_labels)
+        return real_out, fake_out
 
     def discriminator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
         """The loss of one D update and what to log; ``step.fake = G(step.z)`` carries no graph to G."""
-        real_out, fake_out = self.discriminate(step.real, step.fake)
+        real_out, fake_out = self.discriminate(step)
         return self.adversarial_discriminator_loss(real_out, fake_out)
 
     def adversarial_discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -386,8 +473,53 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         """``(D(real) or None, D(fake))`` for a G update: one D forward, or the real batch as well (jointly where
         legal) for an objective with ``needs_real_output``."""
         if self.objective.needs_real_output:
-            return self.discriminate(step.real, step.fake)
-        return None, self.discriminator(step.fake)
+            return self.discriminate(step)
+        fake_out, step.fake_class_logits = self.critic(step.fake, step.fake_labels)
+        return None, fake_out
+
+    def auxiliary_class_loss(self, step: TrainingStep, logs: dict[str, Tensor], real: bool) -> Tensor:
+        """AC-GAN's class cross-entropy (Odena et al. 2017, L_C) on the logits the step's D forwards recorded:
+        on the fakes (with the labels they were generated for), plus on the real images (with theirs) when
+        ``real``; weighted by ``auxiliary_weight``. Logs ``class_loss_real``/``class_loss_fake`` and
+        ``class_accuracy_real``/``class_accuracy_fake``."""
+        pairs = [("fake", step.fake_class_logits, step.fake_labels)]
+        if real:
+            pairs.insert(0, ("real", step.real_class_logits, step.labels))
+        loss = step.fake.new_zeros((), dtype=torch.float32)
+        for kind, logits, labels in pairs:
+            if logits is None:
+                raise RuntimeError(
+                    f"auxiliary conditioning: no class logits of the {kind} images were recorded; a loss override must "
+                    "score them through GAN.critic/discriminate"
+                )
+            ce = F.cross_entropy(logits.float(), labels)
+            loss = loss + ce
+            logs[f"class_loss_{kind}"] = ce.detach()
+            logs[f"class_accuracy_{kind}"] = (logits.detach().argmax(1) == labels).float().mean()
+        return self.auxiliary_weight * loss
+
+    def regularized_discriminator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
+        """:meth:`discriminator_loss` plus the engine's terms: the auxiliary classifier's and R1."""
+        loss, logs = self.discriminator_loss(step)
+        if self.conditioning == "auxiliary":
+            loss = loss + self.auxiliary_class_loss(step, logs, real=True)
+        if self.r1_penalty_weight:
+            penalty, _ = r1_penalty(self.critic_of(step.labels), step.real)
+            loss = loss + self.r1_penalty_weight / 2 * penalty
+            logs["r1_penalty"] = penalty.detach()
+        return loss, logs
+
+    def regularized_generator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
+        """:meth:`generator_loss` plus the auxiliary classifier's term on the fakes."""
+        loss, logs = self.generator_loss(step)
+        if self.conditioning == "auxiliary":
+            loss = loss + self.auxiliary_class_loss(step, logs, real=False)
+        return loss, logs
+
+    def critic_of(self, labels: Optional[Tensor]) -> Callable[[Tensor], Tensor]:
+        """D's raw output as a function of the images alone, with ``labels`` fixed: what the input-gradient
+        penalties differentiate."""
+        return lambda images: self.critic(images, labels)[0]
 
     def after_discriminator_step(self) -> None:
         """Called after every D optimizer step (WGAN clips the critic's weights here)."""
@@ -396,32 +528,57 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         """D updates to run before generator update number ``generator_step`` (0-based); ``n_critic`` here."""
         return self.n_critic
 
+    def labels_for_fakes(self, labels: Optional[Tensor]) -> Optional[Tensor]:
+        """The labels a step's fakes are generated for: the real batch's in a random order (this rank's noise
+        generator), so the data's class frequencies without drawing from an estimate of them."""
+        if not self.num_classes:
+            return None
+        order = torch.randperm(labels.shape[0], generator=self._noise_generator(), device=self._noise_generator().device)
+        return labels[order.to(labels.device)]
+
+    def check_batch_labels(self, labels: Optional[Tensor]) -> Optional[Tensor]:
+        """A conditional model needs labelled batches whose labels are class indices below ``num_classes``
+        (checked on the first batch of a fit only: the check reads the labels back to the host)."""
+        if not self.num_classes:
+            return labels
+        if labels is None:
+            raise ValueError(
+                f"num_classes={self.num_classes}: a conditional model needs labelled batches (images, labels), and this "
+                "datamodule's batches have no labels"
+            )
+        if not self._labels_checked:
+            self._labels_checked = True
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or high >= self.num_classes:
+                raise ValueError(
+                    f"num_classes={self.num_classes}, but a training batch holds label {high if high >= self.num_classes else low}: "
+                    "the model's num_classes must cover the data's classes"
+                )
+        return labels.long()
+
     # ------------------------------------------------------------------ the loop
     def training_step(self, batch: Any, batch_idx: int) -> None:
         if self._budget_reached():
             return
-        real, labels = self.real_images(batch), split_batch(batch)[1]
+        real, labels = split_batch(batch)
+        labels = self.check_batch_labels(labels)
         if self.channels_last and real.dim() == 4:
             real = real.contiguous(memory_format=torch.channels_last)
         n = real.shape[0]
         g_opt, d_opt = self.optimizers()
-        z = self.sample_latent(n)
+        z, fake_labels = self.sample_latent(n), self.labels_for_fakes(labels)
         fake_with_graph, rollbacks = None, self._rollbacks
         buffers = self._network_buffers()
         if self.reuse_fake_for_generator and self._critic_steps + 1 >= self.critic_steps_for(self._generator_step):
-            fake_with_graph = self.generator(z)  # G's graph is kept for the generator update below
+            fake_with_graph = self.generate(z, fake_labels)  # G's graph is kept for the generator update below
             fake = fake_with_graph.detach()
         else:
             with torch.no_grad():
-                fake = self.generator(z)
+                fake = self.generate(z, fake_labels)
 
         self.toggle_optimizer(d_opt)
         try:
-            d_loss, logs = self.discriminator_loss(TrainingStep(real, labels, z, fake))
-            if self.r1_penalty_weight:
-                penalty, _ = r1_penalty(self.discriminator, real)
-                d_loss = d_loss + self.r1_penalty_weight / 2 * penalty
-                logs["r1_penalty"] = penalty.detach()
+            d_loss, logs = self.regularized_discriminator_loss(TrainingStep(real, labels, z, fake, fake_labels))
             d_opt.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             if self._step_is_finite(d_loss, "discriminator", d_opt, buffers):
@@ -439,9 +596,9 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
                 if fake_with_graph is not None and self._rollbacks == rollbacks:  # a rollback replaced G's weights
                     fake = fake_with_graph
                 else:
-                    z = self.sample_latent(n)
-                    fake = self.generator(z)
-                g_loss, g_logs = self.generator_loss(TrainingStep(real, labels, z, fake))
+                    z, fake_labels = self.sample_latent(n), self.labels_for_fakes(labels)
+                    fake = self.generate(z, fake_labels)
+                g_loss, g_logs = self.regularized_generator_loss(TrainingStep(real, labels, z, fake, fake_labels))
                 g_opt.zero_grad(set_to_none=True)
                 self.manual_backward(g_loss)
                 if self._step_is_finite(g_loss, "generator", g_opt, buffers):
@@ -537,6 +694,12 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
                 f"The model's image_shape={tuple(self.image_shape)} does not match the datamodule's "
                 f"image_shape={tuple(shape)}; build the model with image_shape={tuple(shape)} (the CLI links it)."
             )
+        data_classes = getattr(self.trainer.datamodule, "num_classes", None) if self._trainer is not None else None
+        if self.num_classes and data_classes is not None and data_classes != self.num_classes:
+            raise ValueError(
+                f"The model's num_classes={self.num_classes} does not match the datamodule's num_classes={data_classes}; "
+                f"build the model with num_classes={data_classes} (the CLI links it when conditioning is set)."
+            )
         if self.r1_penalty_weight and self.trainer.state.fn == "fit":
             check_penalty_precision(self.trainer, f"the R1 penalty (r1_penalty_weight={self.r1_penalty_weight})")
         return []
@@ -550,6 +713,15 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         if self.compile_networks and stage == "fit":
             self.generator.compile()
             self.discriminator.compile()
+
+    def on_fit_start(self) -> None:
+        class_counts = getattr(self.trainer.datamodule, "class_counts", None)
+        counts = class_counts() if self.num_classes and callable(class_counts) else None
+        if counts is not None and len(counts) == self.num_classes and counts.sum() > 0:
+            # sample(labels=None) then draws the data's class frequencies
+            counts = torch.as_tensor(counts, dtype=torch.float32)
+            self.class_frequencies.copy_(counts / counts.sum())
+        self._labels_checked = False
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # SIGTERM (SLURM, cloud preemption): Lightning stops after this batch; save where resuming looks first.

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from lit_gans.gan import GAN
-from lit_gans.networks import DCGANDiscriminator, DCGANGenerator
+from lit_gans.networks import DCGANDiscriminator, DCGANGenerator, ResNetDiscriminator, ResNetGenerator
+from lit_gans.networks.conditional import resolve_conditioning
+from lit_gans.validation import check_choice
+
+ARCHITECTURES = ("dcgan", "resnet")
 
 
 class DCGAN(GAN):
@@ -32,7 +36,8 @@ class DCGAN(GAN):
         generator_width: channels of G's last hidden stage (``ngf``).
         discriminator_width: channels of D's first stage (``ndf``).
         generator_norm: ``batch`` (paper), ``layer``, ``instance`` or ``none``.
-        discriminator_norm: the same for D.
+        discriminator_norm: the same for D (``batch`` for DCGAN networks by default, ``none`` for ResNet ones,
+            which take ``none`` or ``layer``).
         generator_activation: ``relu`` (paper) or ``selu``.
         discriminator_activation: ``leaky_relu`` (paper) or ``selu``.
         upsample: ``transposed`` (paper), ``nearest`` or ``bilinear``.
@@ -40,6 +45,13 @@ class DCGAN(GAN):
         discriminator_dropout: dropout after every D stage.
         generator_extra_layers: 3x3 stride-1 convolution layers added to G before its output layer.
         discriminator_extra_layers: the same for D at its last resolution (the Keras reference: 2).
+        num_classes: classes of a class-conditional GAN; 0: unconditional (see :class:`~lit_gans.GAN`).
+        conditioning: ``concat``, ``projection`` (default when conditional) or ``auxiliary``: how both networks
+            use the labels (:mod:`lit_gans.networks.conditional`).
+        architecture: ``dcgan`` (default) or ``resnet``: the pre-activation residual networks of WGAN-GP and SNGAN
+            (:class:`~lit_gans.networks.ResNetGenerator`, :class:`~lit_gans.networks.ResNetDiscriminator`) with the
+            same width arguments; the DCGAN-only options (activations, ``upsample``, dropout, extra layers) are
+            refused with them. ResNets cost more per step (see ``benchmarks/``).
 
     Example::
 
@@ -55,7 +67,7 @@ class DCGAN(GAN):
         generator_width: int = 64,
         discriminator_width: int = 64,
         generator_norm: str = "batch",
-        discriminator_norm: str = "batch",
+        discriminator_norm: Optional[str] = None,
         generator_activation: str = "relu",
         discriminator_activation: str = "leaky_relu",
         upsample: str = "transposed",
@@ -63,25 +75,55 @@ class DCGAN(GAN):
         discriminator_dropout: float = 0.0,
         generator_extra_layers: int = 0,
         discriminator_extra_layers: int = 0,
+        num_classes: int = 0,
+        conditioning: Optional[str] = None,
+        architecture: str = "dcgan",
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            generator=DCGANGenerator(
+        k, cond = resolve_conditioning(num_classes, conditioning)
+        labels = {"num_classes": k, "conditioning": cond or "projection"}
+        self.architecture = check_choice("architecture", architecture, ARCHITECTURES)
+        if architecture == "resnet":
+            dcgan_only = {
+                "generator_activation": (generator_activation, "relu"),
+                "discriminator_activation": (discriminator_activation, "leaky_relu"),
+                "upsample": (upsample, "transposed"),
+                "generator_dropout": (generator_dropout, 0.0),
+                "discriminator_dropout": (discriminator_dropout, 0.0),
+                "generator_extra_layers": (generator_extra_layers, 0),
+                "discriminator_extra_layers": (discriminator_extra_layers, 0),
+            }
+            for name, (value, default) in dcgan_only.items():
+                if value != default:
+                    raise ValueError(f"{name}={value!r} is a DCGAN-network option: architecture='resnet' does not take it")
+            generator = ResNetGenerator(latent_dim, image_shape, generator_width, generator_norm, **labels)
+        else:
+            generator = DCGANGenerator(
                 latent_dim, image_shape, generator_width, generator_norm, generator_activation, upsample,
-                generator_dropout, generator_extra_layers,
-            ),
+                generator_dropout, generator_extra_layers, **labels,
+            )
+        d_norm = discriminator_norm or ("none" if architecture == "resnet" else "batch")
+        super().__init__(
+            generator=generator,
             discriminator=self.build_discriminator(
-                image_shape, discriminator_width, discriminator_norm, discriminator_activation, discriminator_dropout,
-                discriminator_extra_layers,
+                image_shape, discriminator_width, d_norm, discriminator_activation, discriminator_dropout,
+                discriminator_extra_layers, **labels,
             ),
             latent_dim=latent_dim,
             image_shape=image_shape,
+            num_classes=num_classes,
+            conditioning=conditioning,
             **kwargs,
         )
 
-    def build_discriminator(self, *args: Any) -> nn.Module:
+    def build_discriminator(
+        self, image_shape: Sequence[int], width: int, norm: str, activation: str, dropout: float, extra_layers: int,
+        **labels: Any,
+    ) -> nn.Module:
         """The discriminator network from the D arguments (InfoGAN adds its Q head here)."""
-        return DCGANDiscriminator(*args)
+        if self.architecture == "resnet":
+            return ResNetDiscriminator(image_shape, width, norm, **labels)
+        return DCGANDiscriminator(image_shape, width, norm, activation, dropout, extra_layers, **labels)
 
 
 class DCGANSELU(DCGAN):

@@ -117,6 +117,11 @@ class InfoGAN(DCGAN):
             )
         if categorical_dim + continuous_dim == 0:
             raise ValueError("categorical_dim=0 and continuous_dim=0: InfoGAN needs at least one code")
+        if kwargs.get("num_classes") or kwargs.get("conditioning"):
+            raise ValueError(
+                "InfoGAN with num_classes/conditioning: InfoGAN learns its categorical code without labels; use "
+                "categorical_dim for it, or DCGAN(num_classes=..., conditioning=...) for a class-conditional GAN"
+            )
         if kwargs.get("diff_augment"):  # Q reads D's trunk directly, past the augmentation hook
             raise ValueError("diff_augment is not supported for InfoGAN: its Q head would see un-augmented images")
         # Set before the engine's __init__, which draws the fixed sample noise through sample_latent.
@@ -127,8 +132,8 @@ class InfoGAN(DCGAN):
         self.lambda_continuous = check_float("lambda_continuous", lambda_continuous, inclusive=True)
         self.continuous_loss = check_choice("continuous_loss", continuous_loss, ("gaussian_nll", "mse"))
 
-    def build_discriminator(self, *args: Any) -> nn.Module:
-        return InfoGANDiscriminator(DCGANDiscriminator(*args), self.categorical_dim, self.continuous_dim, self.q_hidden_dim)
+    def build_discriminator(self, *args: Any, **kwargs: Any) -> nn.Module:
+        return InfoGANDiscriminator(super().build_discriminator(*args, **kwargs), self.categorical_dim, self.continuous_dim, self.q_hidden_dim)
 
     # ------------------------------------------------------------------ codes
     def sample_latent(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 from lit_gans.gan import GAN
 from lit_gans.networks import MLPDiscriminator, MLPGenerator
+from lit_gans.networks.conditional import resolve_conditioning
 
 
 class VanillaGAN(GAN):
@@ -23,6 +24,8 @@ class VanillaGAN(GAN):
         discriminator_hidden_dims: widths of the discriminator's hidden layers (default: ``hidden_dims``).
         activation: hidden activation of both networks.
         discriminator_dropout: dropout after each discriminator hidden layer.
+        num_classes: classes of a conditional GAN (Mirza & Osindero 2014 conditioned this MLP); 0: unconditional.
+        conditioning: ``concat``, ``projection`` or ``auxiliary`` (:class:`~lit_gans.GAN`).
 
     Example::
 
@@ -39,13 +42,19 @@ class VanillaGAN(GAN):
         discriminator_hidden_dims: Optional[Sequence[int]] = None,
         activation: str = "relu",
         discriminator_dropout: float = 0.0,
+        num_classes: int = 0,
+        conditioning: Optional[str] = None,
         **kwargs: Any,
     ) -> None:
         d_dims = hidden_dims if discriminator_hidden_dims is None else discriminator_hidden_dims
+        k, cond = resolve_conditioning(num_classes, conditioning)
+        labels = {"num_classes": k, "conditioning": cond or "projection"}
         super().__init__(
-            generator=MLPGenerator(latent_dim, image_shape, hidden_dims, activation),
-            discriminator=MLPDiscriminator(image_shape, d_dims, activation, dropout=discriminator_dropout),
+            generator=MLPGenerator(latent_dim, image_shape, hidden_dims, activation, **labels),
+            discriminator=MLPDiscriminator(image_shape, d_dims, activation, dropout=discriminator_dropout, **labels),
             latent_dim=latent_dim,
             image_shape=image_shape,
+            num_classes=num_classes,
+            conditioning=conditioning,
             **kwargs,
         )

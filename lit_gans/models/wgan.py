@@ -20,8 +20,8 @@ class _WassersteinDCGAN(DCGAN):
 
     default_objective = WassersteinLoss
 
-    def wasserstein_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        loss, logs = self.adversarial_discriminator_loss(*self.discriminate(real, fake))
+    def wasserstein_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
+        loss, logs = self.adversarial_discriminator_loss(*self.discriminate(step))
         # E[D(x)] - E[D(G(z))]: the critic's estimate of the Wasserstein-1 distance (up to the Lipschitz constant)
         logs["wasserstein_estimate"] = -loss.detach()
         return loss, logs
@@ -65,7 +65,7 @@ class WGAN(_WassersteinDCGAN):
         clip_weights_(self.discriminator, self.clip_value)  # the paper's critic starts inside the box too
 
     def discriminator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.wasserstein_loss(step.real, step.fake)
+        return self.wasserstein_loss(step)
 
     def after_discriminator_step(self) -> None:
         clip_weights_(self.discriminator, self.clip_value)
@@ -137,9 +137,9 @@ class WGANGP(_WassersteinDCGAN):
         return f"WGAN-GP's gradient penalty (gradient_penalty_weight={self.gradient_penalty_weight})"
 
     def discriminator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
-        loss, logs = self.wasserstein_loss(step.real, step.fake)
-        penalty, norms = gradient_penalty(
-            self.discriminator, step.real, step.fake, generator=self._noise_generator(), option=self._penalty_option()
+        loss, logs = self.wasserstein_loss(step)
+        penalty, norms = gradient_penalty(  # the interpolates are scored with the real images' labels (StudioGAN's)
+            self.critic_of(step.labels), step.real, step.fake, generator=self._noise_generator(), option=self._penalty_option()
         )
         logs.update(gradient_penalty=penalty.detach(), gradient_norm=norms.mean(), gradient_norm_std=norms.std(correction=0))
         return loss + self.gradient_penalty_weight * penalty, logs

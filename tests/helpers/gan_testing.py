@@ -18,13 +18,15 @@ TINY = dict(image_shape=(1, 8, 8), latent_dim=4, generator_width=4, discriminato
 class RandomImages(ImageDataModule):
     """``n`` random images in [-1, 1] of ``image_shape``; picklable for ddp_spawn."""
 
-    def __init__(self, n: int = 64, image_shape=(1, 8, 8), batch_size: int = 8) -> None:
+    def __init__(self, n: int = 64, image_shape=(1, 8, 8), batch_size: int = 8, num_classes=None) -> None:
         super().__init__(batch_size=batch_size)
         self.n, self.image_shape = n, tuple(image_shape)
+        self.num_classes = num_classes  # labels 0, 1, ..., num_classes - 1, 0, ... (else all 0)
 
     def setup(self, stage=None) -> None:
         g = torch.Generator().manual_seed(123)
-        self._set_tensors(torch.rand(self.n, *self.image_shape, generator=g) * 2 - 1, torch.zeros(self.n).long())
+        labels = torch.arange(self.n) % self.num_classes if self.num_classes else torch.zeros(self.n).long()
+        self._set_tensors(torch.rand(self.n, *self.image_shape, generator=g) * 2 - 1, labels)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:

@@ -195,3 +195,18 @@ def test_unknown_model_class_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
         main(["fit", "--model", "torch.nn.Linear", "--data", "lit_gans.datamodules.MNISTDataModule"])
+
+
+def test_a_model_that_names_a_conditioning_takes_num_classes_from_the_data(mnist_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    common = ["fit", "--config", str(REPO / "configs" / "dcgan_mnist.yaml"), *data_args(mnist_dir), "--trainer.logger=false",
+              "--trainer.callbacks=null", "--trainer.fast_dev_run=true", "--model.init_args.generator_width=8",
+              "--model.init_args.discriminator_width=8"]  # fmt: skip
+    cli = main([*common, "--model.init_args.conditioning=auxiliary"])
+    assert (cli.model.num_classes, cli.model.conditioning) == (10, "auxiliary")
+    assert cli.model.sample(3, labels=torch.tensor([0, 5, 9])).shape == (3, 1, 28, 28)
+    cli = main(common)  # labelled data alone does not make a model conditional
+    assert (cli.model.num_classes, cli.model.conditioning) == (0, None)
+    with pytest.raises(SystemExit):
+        main([*common, "--model.init_args.conditioning=projection", "--model.init_args.num_classes=7"])
+    assert "lit-gans: error: model.init_args.num_classes=7 conflicts with the data's num_classes=10" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lit_gans import DCGAN, WGAN, WGANGP, InfoGAN
 from lit_gans.checkpoints import checkpoint_problem, resolve_checkpoint
 from lit_gans.gan import NonFiniteLossError
+from lit_gans.step import split_batch
 
 SCRIPT = Path(__file__).with_name("resume_script.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -273,9 +274,10 @@ class NaNBatch(DCGAN):
         super().__init__(**kwargs)
         self.at = at
 
-    def real_images(self, batch):
-        real = super().real_images(batch)
-        return real * float("nan") if self.generator_step == self.at else real
+    def training_step(self, batch, batch_idx):
+        real, labels = split_batch(batch)
+        poisoned = real * float("nan") if self.generator_step == self.at else real
+        return super().training_step((poisoned, labels) if labels is not None else poisoned, batch_idx)
 
 
 def test_one_nan_batch_does_not_poison_batchnorm_statistics_or_checkpoints(tmp_path):
