@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from lit_gans.callbacks.base import PeriodicCallback, log_scalars
+from lit_gans.callbacks.classifier import data_classifier, labelled_tensors, shared_data_classifier
+from lit_gans.callbacks.conditional import model_num_classes, require_conditional
 from lit_gans.callbacks.features import (
     MNISTClassifier,
     VGG16Features,
@@ -30,6 +32,7 @@ from lit_gans.datamodules.preprocessing import atomic_write_bytes
 from lit_gans.validation import check_choice, check_int
 
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
+EXTRACTORS = ("inception", "mnist", "classifier")
 
 
 class _Inception(nn.Module):
@@ -93,16 +96,31 @@ def module_fingerprint(module: nn.Module) -> str:
 
 
 def build_extractor(
-    feature_extractor: Union[str, nn.Module], weights_path: Optional[str] = None, download: bool = True
+    feature_extractor: Union[str, nn.Module],
+    weights_path: Optional[str] = None,
+    download: bool = True,
+    datamodule: Any = None,
+    classifier_cache_dir: Optional[Union[str, os.PathLike]] = None,
+    classifier_options: Optional[dict[str, Any]] = None,
 ) -> tuple[nn.Module, str]:
-    """``(module, name)`` for ``inception``, ``mnist`` or a user module (images in [-1, 1] -> ``(N, d)``)."""
+    """``(module, name)`` for ``inception``, ``mnist``, ``classifier`` (the penultimate features of
+    :func:`~lit_gans.callbacks.classifier.data_classifier` of ``datamodule``, trained once and cached in
+    ``classifier_cache_dir`` with ``classifier_options``) or a user module (images in [-1, 1] -> ``(N, d)``)."""
     if isinstance(feature_extractor, nn.Module):
         return _FromMinusOneOne(feature_extractor), type(feature_extractor).__name__
     if feature_extractor == "mnist":
         return (MNISTClassifier.pretrained(weights_path) if weights_path else MNISTClassifier.pretrained()), "mnist"
     if feature_extractor == "inception":
         return _Inception(inception_weights_path(weights_path, download)), "inception"
-    raise ValueError(f"feature_extractor={feature_extractor!r} is not supported; use 'inception', 'mnist' or an nn.Module")
+    if feature_extractor == "classifier":
+        if datamodule is None:
+            raise ValueError("feature_extractor='classifier' needs the datamodule whose labelled images train it")
+        classifier = data_classifier(datamodule, classifier_cache_dir, **(classifier_options or {}))
+        return _FromMinusOneOne(classifier), "classifier"
+    raise ValueError(
+        f"feature_extractor={feature_extractor!r} is not supported; use {', '.join(map(repr, EXTRACTORS))} or an "
+        "nn.Module"
+    )
 
 
 class FIDCallback(PeriodicCallback):
@@ -122,9 +140,26 @@ class FIDCallback(PeriodicCallback):
       ranks call it), so the value equals the single-process one on the same samples.
     * The feature extractor lives on the callback, never in the LightningModule, so it is not saved in checkpoints.
 
+    * For a class-conditional model (``num_classes > 0``) the fixed fakes get fixed labels too
+      (:meth:`fake_labels`: drawn once from the training data's class frequencies).
+    * ``feature_extractor="classifier"``: FID in the feature space of a small classifier of the data itself (the
+      128-d penultimate features of :func:`~lit_gans.callbacks.classifier.data_classifier`, trained once at setup
+      on the datamodule's labelled training images and cached, ``classifier_cache_dir``): meaningful for data
+      far from ImageNet (characters, digits) and offline. Its keys carry the feature space: ``fid_classifier``,
+      ``best_fid_classifier``, ``kid_classifier``, ``inception_score_classifier`` (and ``precision_classifier``,
+      ``recall_classifier`` unless ``precision_recall_features="vgg16"``); the setup info line says so. Not
+      comparable with Inception FIDs, nor across datasets.
+    * ``intra_class=True`` (class-conditional models only): the intra-class FID of Miyato & Koyama 2018
+      ("cGANs with Projection Discriminator"), ``mean_c FID(real images of class c, fakes generated for class c)``,
+      logged as ``<fid key>_intra_class`` (``fid_intra_class``). Each class compares the first
+      ``num_real_per_class`` training images of that class with ``num_fake_per_class`` fakes from fixed latents;
+      the per-class real statistics are cached like the others (``K`` times ``d x d`` float64: 1.3 MB for 10
+      classes of classifier features, 335 MB for 10 classes of Inception features). A one-line ValueError at
+      setup for an unconditional model.
+
     Logs ``fid`` (``kid``, ``inception_score``, ``precision``, ``recall``) against the generator step;
     ``ModelCheckpoint(monitor="fid", mode="min")`` keeps the best checkpoint (GANs often degrade after their best
-    step). Tracks ``best_fid`` and ``best_step`` (restored from checkpoints).
+    step). Tracks ``best_fid`` and ``best_step`` (restored from checkpoints). :attr:`fid_key` is the logged name.
 
     Example::
 
@@ -133,7 +168,8 @@ class FIDCallback(PeriodicCallback):
     Args:
         feature_extractor: ``inception`` (torch-fidelity's weights: ``weights_path`` or torch hub's cache;
             downloaded if missing and ``download``; a clear error offline), ``mnist`` (the shipped digit classifier;
-            meaningful for MNIST-like data) or any ``nn.Module`` mapping images in [-1, 1] to ``(N, d)`` features.
+            meaningful for MNIST-like data), ``classifier`` (a classifier trained on the run's labelled data, see
+            above) or any ``nn.Module`` mapping images in [-1, 1] to ``(N, d)`` features.
         num_real: real images for the statistics.
         num_fake: generated images per evaluation.
         every_n_generator_steps: evaluate every n generator updates.
@@ -161,6 +197,14 @@ class FIDCallback(PeriodicCallback):
             module and no ``cache_name`` disables the cache.
         cache_name: names a user module's features in the cache key (with a digest of its weights).
         seed: seed of the fixed fake latent vectors.
+        intra_class: also compute the intra-class FID (conditional models).
+        num_fake_per_class: fakes per class for the intra-class FID (default ``max(2, num_fake // num_classes)``).
+        num_real_per_class: real images per class for it (default ``max(2, num_real // num_classes)``; a class
+            with fewer training images uses all of them, at least 2).
+        classifier_cache_dir: where ``feature_extractor="classifier"`` caches its classifier (default
+            ``<lit_gans cache>/classifier``, shared with :class:`~lit_gans.callbacks.ConditionalAccuracy`).
+        classifier_options: arguments of :func:`~lit_gans.callbacks.classifier.data_classifier` (``epochs``,
+            ``width``, ...).
     """
 
     def __init__(
@@ -184,9 +228,30 @@ class FIDCallback(PeriodicCallback):
         kid_subset_size: Optional[int] = None,
         precision_recall_features: str = "extractor",
         vgg16_weights_path: Optional[str] = None,
+        intra_class: bool = False,
+        num_fake_per_class: Optional[int] = None,
+        num_real_per_class: Optional[int] = None,
+        classifier_cache_dir: Optional[Union[str, os.PathLike]] = None,
+        classifier_options: Optional[dict[str, Any]] = None,
     ) -> None:
         super().__init__(every_n_generator_steps, every_n_epochs, at_train_end)
+        if not isinstance(feature_extractor, nn.Module) and feature_extractor not in EXTRACTORS:
+            raise ValueError(
+                f"feature_extractor={feature_extractor!r} is not supported; use {', '.join(map(repr, EXTRACTORS))} "
+                "or an nn.Module"
+            )
         self.feature_extractor = feature_extractor
+        self.intra_class = bool(intra_class)
+        self.num_fake_per_class = check_int("num_fake_per_class", num_fake_per_class, minimum=2, optional=True)
+        self.num_real_per_class = check_int("num_real_per_class", num_real_per_class, minimum=2, optional=True)
+        if not intra_class and (num_fake_per_class is not None or num_real_per_class is not None):
+            raise ValueError(
+                "num_fake_per_class and num_real_per_class are for the intra-class FID: set intra_class=True"
+            )
+        self.classifier_cache_dir = classifier_cache_dir
+        self.classifier_options = dict(classifier_options or {})
+        #: what the logged keys of the extractor's metrics end with: the feature space, where not the usual one
+        self.key_suffix = "_classifier" if feature_extractor == "classifier" else ""
         self.num_real = check_int("num_real", num_real, minimum=2)
         self.num_fake = check_int("num_fake", num_fake, minimum=2)
         self.batch_size = check_int("batch_size", batch_size)
@@ -215,12 +280,39 @@ class FIDCallback(PeriodicCallback):
         self.best_fid: Optional[float] = None
         self.best_step: Optional[int] = None
         self._real_done = False
+        self._class_real_states: Optional[list[dict[str, Tensor]]] = None
+
+    @property
+    def fid_key(self) -> str:
+        """The logged name of the FID: ``fid``, or ``fid_classifier`` in a data classifier's feature space."""
+        return "fid" + self.key_suffix
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # Built here, in each process: metric states created before a CPU ddp_spawn would be shared memory between
         # ranks (the engineering notes), and a missing Inception file fails now rather than mid-run.
-        extractor, self.extractor_name = build_extractor(self.feature_extractor, self.weights_path, self.download)
+        if self.intra_class and pl_module is not None:
+            num_classes = require_conditional(pl_module, "FIDCallback(intra_class=True)")
+            rank_zero_info(
+                f"FIDCallback: intra-class FID (mean over the {num_classes} classes of each class's FID, "
+                f"{self._per_class(self.num_fake_per_class, self.num_fake, num_classes)} fakes vs up to "
+                f"{self._per_class(self.num_real_per_class, self.num_real, num_classes)} real images per class) "
+                f"logged as {self.fid_key}_intra_class"
+            )
+        if self.feature_extractor == "classifier":
+            # rank 0 trains (or loads) the data classifier first, the other ranks then load it from the cache
+            classifier, _ = shared_data_classifier(
+                trainer, "FIDCallback", "train", self.classifier_cache_dir, self.classifier_options
+            )
+            extractor, self.extractor_name = _FromMinusOneOne(classifier), "classifier"
+            rank_zero_info(
+                f"FIDCallback: FID in the feature space of a classifier of this data (the {classifier.num_features}-d "
+                f"penultimate features of a DataClassifier trained on the datamodule's labelled training images, "
+                f"held-out accuracy {classifier.held_out_accuracy:.4f}), logged as {self.fid_key}: not comparable "
+                "with an Inception FID"
+            )
+        else:
+            extractor, self.extractor_name = build_extractor(self.feature_extractor, self.weights_path, self.download)
         extractor = extractor.eval().requires_grad_(False)
         self._extractor, self._extractor_fingerprint = extractor, None
         self.fid = FrechetInceptionDistance(feature=extractor, reset_real_features=False, normalize=True)
@@ -252,7 +344,15 @@ class FIDCallback(PeriodicCallback):
             # the built-in extractors have logits, a user module was checked in __init__; normalize=False: our
             # float images pass unchanged
             self.is_metric = InceptionScore(feature=_Logits(extractor))
+        self.class_fid = None
+        if self.intra_class:  # one metric reused for every class: its real side is set to the class's statistics
+            self.class_fid = FrechetInceptionDistance(feature=extractor, reset_real_features=True, normalize=True)
         self._real_done = False
+        self._class_real_states = None
+
+    @staticmethod
+    def _per_class(given: Optional[int], total: int, num_classes: int) -> int:
+        return given if given is not None else max(2, total // num_classes)
 
     def _kid_subset_size(self, num_real: int) -> int:
         """KID's subset size for ``num_real`` real images in all (all ranks) and ``num_fake`` fake ones."""
@@ -265,13 +365,34 @@ class FIDCallback(PeriodicCallback):
         return self.kid_subset_size
 
     def _metrics(self) -> list:
-        return [m for m in (self.fid, self.kid_metric, self.is_metric, self.prc_metric) if m is not None]
+        metrics = (self.fid, self.kid_metric, self.is_metric, self.prc_metric, self.class_fid)
+        return [m for m in metrics if m is not None]
 
     # ------------------------------------------------------------------ real statistics
     def cache_path(self, trainer: Trainer) -> Optional[Path]:
         """Where the real statistics of this run are cached (``None``: not cached). The key holds everything that
         changes them: the datamodule's ``data_identity()`` (its images), the extractor and a digest of its
         weights, and ``num_real``."""
+        identity = self._cache_identity(trainer)
+        if identity is None:
+            return None
+        identity["num_real"] = self.num_real
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return self.cache_dir / f"real-{identity['extractor']}-{self.num_real}-{key}.pt"
+
+    def class_cache_path(self, trainer: Trainer, num_classes: int) -> Optional[Path]:
+        """Where the per-class real statistics of the intra-class FID are cached (``None``: not cached); keyed as
+        :meth:`cache_path`, with the number of classes and of real images per class instead of ``num_real``."""
+        identity = self._cache_identity(trainer)
+        if identity is None:
+            return None
+        per_class = self._per_class(self.num_real_per_class, self.num_real, num_classes)
+        identity.update(intra_class=num_classes, num_real_per_class=per_class)
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return self.cache_dir / f"real-{identity['extractor']}-intra{num_classes}x{per_class}-{key}.pt"
+
+    def _cache_identity(self, trainer: Trainer) -> Optional[dict[str, Any]]:
+        """What the cached real statistics depend on besides the sample counts (``None``: not cacheable)."""
         if isinstance(self.feature_extractor, nn.Module) and self.cache_name is None:
             return None
         data_identity = getattr(trainer.datamodule, "data_identity", None)
@@ -283,15 +404,68 @@ class FIDCallback(PeriodicCallback):
             return None
         if self._extractor_fingerprint is None:
             self._extractor_fingerprint = module_fingerprint(self._extractor)
-        identity = {
+        return {
             "data": data_identity(),
             "split": "train",
             "extractor": self.cache_name or self.extractor_name,
             "weights": self._extractor_fingerprint,
-            "num_real": self.num_real,
         }
-        key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        return self.cache_dir / f"real-{identity['extractor']}-{self.num_real}-{key}.pt"
+
+    def _add_real_per_class(self, trainer: Trainer, pl_module: LightningModule, num_classes: int) -> None:
+        """The real statistics of every class (cached); under DDP each rank extracts its share and they are summed."""
+        path = self.class_cache_path(trainer, num_classes)
+        if path is not None and path.exists():
+            self._class_real_states = torch.load(path, map_location="cpu", weights_only=True)["classes"]
+            return
+        train_set = getattr(trainer.datamodule, "train_set", None) if trainer.datamodule is not None else None
+        if train_set is None:
+            raise ValueError(
+                "FIDCallback(intra_class=True) needs a datamodule whose train_set has (image, label) pairs"
+            )
+        images, labels = labelled_tensors(train_set, "the training data")
+        per_class = self._per_class(self.num_real_per_class, self.num_real, num_classes)
+        states = []
+        for c in range(num_classes):
+            index = torch.nonzero(labels == c).flatten()[:per_class]
+            if len(index) < 2:
+                raise ValueError(
+                    f"FIDCallback(intra_class=True): class {c} has {len(index)} training images, at least 2 are needed"
+                )
+            self.class_fid.reset()
+            share = images[index][trainer.global_rank :: trainer.world_size]
+            if len(share):
+                self._update(self.class_fid, share, pl_module, real=True)
+            reduce = trainer.strategy.reduce
+            states.append({k: reduce(getattr(self.class_fid, k).clone(), reduce_op="sum").cpu() for k in REAL_STATES})
+        self.class_fid.reset()
+        if path is not None and trainer.is_global_zero:
+            buffer = io.BytesIO()
+            torch.save({"classes": states}, buffer)
+            atomic_write_bytes(path, buffer.getvalue())
+        self._class_real_states = states
+
+    @torch.no_grad()
+    def intra_class_fid(self, trainer: Trainer, pl_module: LightningModule) -> Tensor:
+        """The mean over classes of each class's FID (a collective call under DDP: every rank must call it)."""
+        num_classes = require_conditional(pl_module, "FIDCallback(intra_class=True)")
+        self.class_fid.to(pl_module.device)
+        if self._class_real_states is None:
+            self._add_real_per_class(trainer, pl_module, num_classes)
+        per_class = self._per_class(self.num_fake_per_class, self.num_fake, num_classes)
+        z = pl_module.sample_latent(num_classes * per_class, generator=torch.Generator().manual_seed(self.seed + 1))
+        fids = []
+        for c in range(num_classes):
+            self.class_fid.reset()
+            for k, value in self._class_real_states[c].items():  # rank 0 holds the class's statistics, others none
+                value = value if trainer.is_global_zero else torch.zeros_like(value)
+                setattr(self.class_fid, k, value.to(device=pl_module.device, dtype=getattr(self.class_fid, k).dtype))
+            share = z[c * per_class : (c + 1) * per_class][trainer.global_rank :: trainer.world_size]
+            for chunk in share.split(self.batch_size):
+                labels = torch.full((len(chunk),), c, dtype=torch.long, device=pl_module.device)
+                self._update(self.class_fid, pl_module.sample(z=chunk, labels=labels), pl_module, real=False)
+            fids.append(self.class_fid.compute().float())
+        self.class_fid.reset()
+        return torch.stack(fids).mean()
 
     def _real_images(self, trainer: Trainer) -> Tensor:
         dm = trainer.datamodule
@@ -353,6 +527,17 @@ class FIDCallback(PeriodicCallback):
         """The fixed latent vectors of every evaluation (the same ones on every rank and every run)."""
         return pl_module.sample_latent(self.num_fake, generator=torch.Generator().manual_seed(self.seed))
 
+    def fake_labels(self, pl_module: LightningModule, num_classes: int) -> Tensor:
+        """The fixed labels of a conditional model's fakes (the same on every rank and evaluation): drawn with seed
+        ``seed`` from the model's ``class_frequencies`` (the training data's) by its ``draw_labels``, else
+        balanced (``i % num_classes``). Zeros, unused, for an unconditional model."""
+        if not num_classes:
+            return torch.zeros(self.num_fake, dtype=torch.long)
+        draw = getattr(pl_module, "draw_labels", None)
+        if callable(draw):
+            return draw(self.num_fake, generator=torch.Generator().manual_seed(self.seed)).cpu()
+        return torch.arange(self.num_fake) % num_classes
+
     @torch.no_grad()
     def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Tensor]:
         """Compute the metrics now (a collective call under DDP: every rank must call it)."""
@@ -360,10 +545,15 @@ class FIDCallback(PeriodicCallback):
             metric.to(pl_module.device)
         if not self._real_done:
             self._add_real(trainer, pl_module)
+        num_classes = model_num_classes(pl_module)
         with isolate_rng():  # KID/IS subsets draw from the global RNG; training's stream must not change
             z = self.fake_latents(pl_module)[trainer.global_rank :: trainer.world_size]
-            for chunk in z.split(self.batch_size):
-                fake = pl_module.sample(z=chunk)
+            labels = self.fake_labels(pl_module, num_classes)[trainer.global_rank :: trainer.world_size]
+            for chunk, chunk_labels in zip(z.split(self.batch_size), labels.split(self.batch_size)):
+                if num_classes:
+                    fake = pl_module.sample(z=chunk, labels=chunk_labels.to(pl_module.device))
+                else:
+                    fake = pl_module.sample(z=chunk)
                 self._update(self.fid, fake, pl_module, real=False)
                 if self.kid_metric is not None:
                     self._update(self.kid_metric, fake, pl_module, real=False)
@@ -371,23 +561,29 @@ class FIDCallback(PeriodicCallback):
                     self._update(self.is_metric, fake, pl_module, real=None)
                 if self.prc_metric is not None:
                     self._update(self.prc_metric, fake, pl_module, real=False)
-            results = {"fid": self.fid.compute().float()}
+            suffix = self.key_suffix
+            results = {self.fid_key: self.fid.compute().float()}
             if self.kid_metric is not None:
-                results["kid"] = self.kid_metric.compute()[0].float()
+                results["kid" + suffix] = self.kid_metric.compute()[0].float()
             if self.is_metric is not None:
-                results["inception_score"] = self.is_metric.compute()[0].float()
+                results["inception_score" + suffix] = self.is_metric.compute()[0].float()
             if self.prc_metric is not None:
-                results["precision"], results["recall"] = (v.float() for v in self.prc_metric.compute())
+                pr_suffix = suffix if self.precision_recall_features == "extractor" else ""
+                results["precision" + pr_suffix], results["recall" + pr_suffix] = (
+                    v.float() for v in self.prc_metric.compute()
+                )
+            if self.class_fid is not None:
+                results[self.fid_key + "_intra_class"] = self.intra_class_fid(trainer, pl_module)
         for metric in self._metrics():  # fake side only: reset_real_features=False
             metric.reset()
         return results
 
     def run(self, trainer: Trainer, pl_module: LightningModule) -> None:
         results = self.evaluate(trainer, pl_module)
-        fid = float(results["fid"])
+        fid = float(results[self.fid_key])
         if self.best_fid is None or fid < self.best_fid:
             self.best_fid, self.best_step = fid, int(getattr(pl_module, "generator_step", trainer.global_step))
-        results["best_fid"] = torch.tensor(self.best_fid)
+        results["best_" + self.fid_key] = torch.tensor(self.best_fid)
         log_scalars(trainer, pl_module, results)
 
     def state_dict(self) -> dict[str, Any]:
