@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 
 from lit_gans.latent import to_uint8_image
@@ -85,10 +86,11 @@ def image_dir(trainer: Trainer) -> Path:
     return Path(trainer.default_root_dir) / "images"
 
 
-def log_image(trainer: Trainer, pl_module: LightningModule, key: str, grid: Tensor) -> None:
+def log_image(trainer: Trainer, pl_module: LightningModule, key: str, grid: Tensor, caption: Optional[str] = None) -> None:
     """Log a ``(C, H, W)`` grid in [0, 1] as an image (converted to uint8 explicitly; rank 0 only): W&B and
     TensorBoard loggers get it natively; otherwise (CSV, no logger) it is written as
-    ``<log dir>/images/<key>/<generator step>.png``."""
+    ``<log dir>/images/<key>/<generator step>.png``. ``caption`` goes to W&B's caption, a TensorBoard text entry
+    ``<key>/caption``, or the PNG's ``Description`` text chunk."""
     if not trainer.is_global_zero:
         return
     array = to_uint8_image(grid)
@@ -96,15 +98,20 @@ def log_image(trainer: Trainer, pl_module: LightningModule, key: str, grid: Tens
     shown = False
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[array], step=step)
+            logger.log_image(key=key, images=[array], step=step, **({"caption": [caption]} if caption else {}))
             shown = True
         elif isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(key, array, step, dataformats="HWC")
+            if caption:
+                logger.experiment.add_text(f"{key}/caption", caption, step)
             shown = True
     if not shown:
         path = image_dir(trainer) / key.replace("/", "_") / f"{step:08d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(array).save(path)
+        info = PngInfo()
+        if caption:
+            info.add_itxt("Description", caption)
+        Image.fromarray(array).save(path, pnginfo=info)
 
 
 __all__ = ["PeriodicCallback", "generator_step", "image_dir", "log_image", "log_scalars"]

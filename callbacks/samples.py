@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from torch import Tensor
 from lightning.pytorch import LightningModule, Trainer
 from PIL import Image
 
@@ -16,7 +17,8 @@ from lit_gans.validation import check_int
 
 
 class SampleGrid(PeriodicCallback):
-    """Logs ``samples/grid`` (the model's fixed ``sample_noise``, so frames are comparable), ``samples/interpolation``
+    """Logs ``samples/grid`` (the model's fixed ``sample_noise``, so frames are comparable; for a conditional model
+    one row per class, captioned with the class names: :meth:`class_rows`), ``samples/interpolation``
     (spherical interpolation between fixed latent pairs) and, for InfoGAN, ``samples/traversal`` (one row per
     categorical value, a continuous code swept from -2 to 2), through whatever logger the Trainer has (W&B and
     TensorBoard natively, else PNG files under ``<log dir>/images``), converted to uint8 explicitly, from rank 0
@@ -52,9 +54,11 @@ class SampleGrid(PeriodicCallback):
     def run(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        noise = pl_module.sample_noise[: self.num_images]
-        grid = render_grid(pl_module.sample(z=noise), nrow=self.nrow)
-        log_image(trainer, pl_module, "samples/grid", grid)
+        if getattr(pl_module, "num_classes", 0):
+            grid, caption = self.class_rows(trainer, pl_module)
+        else:
+            grid, caption = render_grid(pl_module.sample(z=pl_module.sample_noise[: self.num_images]), nrow=self.nrow), None
+        log_image(trainer, pl_module, "samples/grid", grid, caption)
         if self.gif:
             self.frames.append(to_uint8_image(grid))
         if self.interpolation and len(pl_module.sample_noise) >= 8:
@@ -63,6 +67,19 @@ class SampleGrid(PeriodicCallback):
             log_image(trainer, pl_module, "samples/interpolation", strip)
         if self.traversal and hasattr(pl_module, "traversal_grid"):
             log_image(trainer, pl_module, "samples/traversal", pl_module.traversal_grid())
+
+    def class_rows(self, trainer: Trainer, pl_module: LightningModule) -> tuple[Tensor, str]:
+        """A conditional model's grid: one row per class (the first ``num_images // nrow`` classes when there are
+        more), the same ``nrow`` fixed latents in every row, so a column shows one latent across classes; and a
+        caption naming the rows' classes (the datamodule's ``class_names``: digits, folders, characters)."""
+        rows = min(pl_module.num_classes, max(self.num_images // self.nrow, 1))
+        z = pl_module.sample_noise[: self.nrow].repeat(rows, 1)
+        labels = torch.arange(rows, device=pl_module.device).repeat_interleave(self.nrow)
+        images = pl_module.sample(z=z, labels=labels)
+        names = getattr(trainer.datamodule, "class_names", None) if trainer is not None else None
+        names = list(names) if names else [str(c) for c in range(pl_module.num_classes)]
+        shown = f"first {rows} of {pl_module.num_classes} classes" if rows < pl_module.num_classes else "one per class"
+        return render_grid(images, nrow=self.nrow), f"rows ({shown}), top to bottom: " + ", ".join(names[:rows])
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_end(trainer, pl_module)

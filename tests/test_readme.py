@@ -39,3 +39,11 @@ def test_readme_python_examples_run(mnist_dir, tmp_path, monkeypatch):
     model = namespace["model"]
     g_opt, d_opt = model.configure_optimizers()
     assert model.image_shape == (3, 64, 64) and g_opt.defaults["lr"] == 2e-4 and d_opt.defaults["lr"] == 5e-5
+
+
+def test_readme_conditional_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    [block] = [b for b in blocks if "labels=7" in b]
+    namespace: dict = {}
+    exec(block, namespace)
+    assert namespace["sevens"].shape == (16, 1, 28, 28) and namespace["mixed"].shape == (64, 1, 28, 28)

@@ -73,3 +73,23 @@ def test_real_wandb_logger_offline_gets_images_and_scalars(tmp_path, monkeypatch
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     images = sorted(p.name for p in (run / "files" / "media" / "images" / "samples").glob("*.png"))
     assert any(n.startswith("grid_") for n in images) and any(n.startswith("interpolation_") for n in images)
+
+
+def test_a_conditional_models_grid_has_one_row_per_class_captioned_with_the_class_names(tmp_path):
+    from lit_gans.latent import render_grid
+
+    class Named(RandomImages):
+        class_names = ["永", "和", "九"]
+
+    logger = CSVLogger(tmp_path, name="run")
+    samples = SampleGrid(every_n_generator_steps=2, num_images=8, nrow=4, interpolation=False)
+    model = DCGAN(num_classes=3, image_shape=(1, 8, 8), latent_dim=4, generator_width=4, discriminator_width=4,
+                  max_generator_steps=2)  # fmt: skip
+    Trainer(**tiny_trainer_kwargs(logger=logger, callbacks=[samples])).fit(model, Named(n=32, num_classes=3))
+    [png] = (tmp_path / "run" / "version_0" / "images" / "samples_grid").glob("*.png")
+    image = Image.open(png)
+    assert image.size == (4 * 10 + 2, 2 * 10 + 2)  # 8 images: the first 2 of 3 classes, 4 latents each
+    assert image.text["Description"] == "rows (first 2 of 3 classes), top to bottom: 永, 和"
+    z = model.sample_noise[:4]
+    expected = render_grid(torch.cat([model.sample(z=z, labels=0), model.sample(z=z, labels=1)]), nrow=4)
+    assert np.array_equal(np.asarray(image), (expected.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))

@@ -73,6 +73,9 @@ class RankSyncCheck(Callback):
         assert pl_module.generator_step == pl_module.max_generator_steps
         z = pl_module.all_gather(pl_module.sample_latent(4))
         assert not torch.equal(z[0], z[1]), "ranks drew the same latent noise"
+        if pl_module.num_classes:  # each rank orders its batch's labels for the fakes with its own noise
+            order = pl_module.all_gather(pl_module.labels_for_fakes(torch.arange(16, device=pl_module.device)))
+            assert not torch.equal(order[0], order[1]), "ranks generated for the same labels"
         with open(os.path.join(self.marker_dir, f"rank{trainer.global_rank}.ok"), "w") as f:
             f.write(str(pl_module.generator_step))
 

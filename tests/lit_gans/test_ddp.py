@@ -29,6 +29,11 @@ VARIANTS = {
     # the G update also runs D on the real batch
     "dcgan_rasgan": lambda: DCGAN(latent_dim=8, objective=RaSGANLoss(), n_critic=2, **CONV),
     "dcgan_ralsgan_reused_fake": lambda: DCGAN(latent_dim=8, objective=RaLSGANLoss(), reuse_fake_for_generator=True, **CONV),
+    # class-conditional: labels reach both networks; each rank generates for its own labels
+    "dcgan_projection": lambda: DCGAN(latent_dim=8, num_classes=4, **CONV),
+    "dcgan_acgan_reused_fake": lambda: DCGAN(latent_dim=8, num_classes=4, conditioning="auxiliary",
+                                             reuse_fake_for_generator=True, **CONV),  # fmt: skip
+    "wgan_gp_resnet_projection": lambda: WGANGP(latent_dim=8, num_classes=4, architecture="resnet", **CONV),
 }
 
 
@@ -36,7 +41,7 @@ def fit_ddp(model, tmp_path, strategy="ddp_spawn_find_unused_parameters_true"):
     trainer = Trainer(
         **tiny_trainer_kwargs(accelerator="cpu", devices=2, strategy=strategy, callbacks=[RankSyncCheck(str(tmp_path))])
     )
-    trainer.fit(model, RandomImages(n=64, image_shape=(1, 8, 8), batch_size=4))
+    trainer.fit(model, RandomImages(n=64, image_shape=(1, 8, 8), batch_size=4, num_classes=model.num_classes or None))
     assert sorted(p.name for p in tmp_path.glob("rank*.ok")) == ["rank0.ok", "rank1.ok"]
 
 
