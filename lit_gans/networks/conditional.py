@@ -162,6 +162,21 @@ class LabelEmbedding(nn.Module):
         return torch.cat([z.flatten(1), self.embedding(labels).to(z.dtype)], dim=1)
 
 
+def input_label_embedding(
+    num_classes: int, conditioning: str, has_batchnorm: bool, dim: Optional[int] = None
+) -> Optional[LabelEmbedding]:
+    """The label embedding a generator joins to z: for ``concat`` conditioning, and for the others when the
+    generator has no BatchNorm to condition; else ``None`` (unconditional, or class-conditional BatchNorm)."""
+    if not num_classes or (generator_uses_batchnorm(conditioning) and has_batchnorm):
+        return None
+    return LabelEmbedding(num_classes, dim)
+
+
+def input_dim(latent_dim: int, embedding: Optional[LabelEmbedding]) -> int:
+    """The size of a generator's input: z and, if any, its label embedding."""
+    return latent_dim + (embedding.dim if embedding is not None else 0)
+
+
 class DiscriminatorConditioning(nn.Module):
     """The label parts of a conditional discriminator, around its features ``phi(x)`` (the input of its last
     linear layer ``psi``, flattened to ``(N, F)``):
@@ -224,4 +239,6 @@ __all__ = [
     "resolve_conditioning",
     "conditional_batchnorm_",
     "generator_uses_batchnorm",
+    "input_dim",
+    "input_label_embedding",
 ]

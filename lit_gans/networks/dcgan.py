@@ -27,11 +27,11 @@ from torch import Tensor, nn
 
 from lit_gans.networks.conditional import (
     DiscriminatorConditioning,
-    LabelEmbedding,
     LabelledSequential,
     check_conditioning,
     conditional_batchnorm_,
-    generator_uses_batchnorm,
+    input_dim,
+    input_label_embedding,
 )
 from lit_gans.networks.layers import activation as make_activation
 from lit_gans.networks.layers import init_weights_, norm_2d
@@ -122,9 +122,8 @@ class DCGANGenerator(nn.Module):
         self.latent_dim, self.image_shape = latent_dim, (channels, size, size)
         widths = [width * 2 ** (n - 1 - i) for i in range(n)]
         bias = norm == "none"  # a bias before a normalization layer is redundant
-        embed = num_classes and not (generator_uses_batchnorm(conditioning) and norm == "batch")
-        self.label_embedding = LabelEmbedding(num_classes, label_embedding_dim) if embed else None
-        in_dim = latent_dim + (self.label_embedding.dim if self.label_embedding is not None else 0)
+        self.label_embedding = input_label_embedding(num_classes, conditioning, norm == "batch", label_embedding_dim)
+        in_dim = input_dim(latent_dim, self.label_embedding)
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(in_dim, widths[0], base, 1, 0, bias=bias),
             norm_2d(norm, widths[0]),
@@ -140,7 +139,7 @@ class DCGANGenerator(nn.Module):
         self.net = LabelledSequential(*layers)
         init_weights_(self.net, activation, example_input=torch.zeros(1, in_dim, 1, 1))
         self.num_classes = num_classes
-        if num_classes and not embed:
+        if num_classes and self.label_embedding is None:
             conditional_batchnorm_(self.net, num_classes)
 
     @staticmethod

@@ -11,11 +11,11 @@ from torch import Tensor, nn
 
 from lit_gans.networks.conditional import (
     DiscriminatorConditioning,
-    LabelEmbedding,
     LabelledSequential,
     check_conditioning,
     conditional_batchnorm_,
-    generator_uses_batchnorm,
+    input_dim,
+    input_label_embedding,
 )
 from lit_gans.networks.layers import activation, init_weights_, norm_1d
 from lit_gans.validation import check_choice
@@ -71,16 +71,15 @@ class MLPGenerator(nn.Module):
         check_conditioning(num_classes, conditioning)
         self.image_shape = tuple(image_shape)
         batchnorm = norm == "batch" and len(hidden_dims) > 1  # the first hidden layer is never normalized
-        embed = num_classes and not (generator_uses_batchnorm(conditioning) and batchnorm)
-        self.label_embedding = LabelEmbedding(num_classes, label_embedding_dim) if embed else None
-        dims = [latent_dim + (self.label_embedding.dim if self.label_embedding is not None else 0), *hidden_dims]
+        self.label_embedding = input_label_embedding(num_classes, conditioning, batchnorm, label_embedding_dim)
+        dims = [input_dim(latent_dim, self.label_embedding), *hidden_dims]
         self.net = LabelledSequential(
             *_mlp(dims, activation, norm, 0.0), nn.Linear(dims[-1], math.prod(self.image_shape)), nn.Tanh()
         )
         if activation == "selu":
             init_weights_(self.net, activation)
         self.num_classes = num_classes
-        if num_classes and not embed:
+        if num_classes and self.label_embedding is None:
             conditional_batchnorm_(self.net, num_classes)
 
     def forward(self, z: Tensor, labels: Optional[Tensor] = None) -> Tensor:

@@ -67,10 +67,10 @@ from torch import Tensor, nn
 from lit_gans.networks.conditional import (
     ConditionalBatchNorm,
     DiscriminatorConditioning,
-    LabelEmbedding,
     LabelledSequential,
     check_conditioning,
-    generator_uses_batchnorm,
+    input_dim,
+    input_label_embedding,
 )
 from lit_gans.networks.dcgan import _square_shape, resolution_stages
 from lit_gans.networks.layers import norm_2d
@@ -231,9 +231,8 @@ class ResNetGenerator(nn.Module):
         check_choice("norm", norm, GENERATOR_NORMS)
         check_conditioning(num_classes, conditioning)
         self.latent_dim, self.image_shape, self.num_classes = latent_dim, (channels, size, size), num_classes
-        conditional_bn = bool(num_classes) and generator_uses_batchnorm(conditioning) and norm == "batch"
-        embed = bool(num_classes) and not conditional_bn
-        self.label_embedding = LabelEmbedding(num_classes, label_embedding_dim) if embed else None
+        self.label_embedding = input_label_embedding(num_classes, conditioning, norm == "batch", label_embedding_dim)
+        conditional_bn = bool(num_classes) and self.label_embedding is None
 
         def make_norm(c: int) -> Optional[nn.Module]:
             if norm == "none":
@@ -242,7 +241,7 @@ class ResNetGenerator(nn.Module):
 
         self.widths = [width * 2 ** (n - 1)] + [width * 2 ** max(n - 2 - i, 0) for i in range(n)]
         self.base = base
-        in_dim = latent_dim + (self.label_embedding.dim if self.label_embedding is not None else 0)
+        in_dim = input_dim(latent_dim, self.label_embedding)
         self.linear = _xavier_(nn.Linear(in_dim, self.widths[0] * base * base), 1.0)
         self.blocks = LabelledSequential(
             *[ResNetGeneratorBlock(c_in, c_out, make_norm) for c_in, c_out in zip(self.widths[:-1], self.widths[1:])]
