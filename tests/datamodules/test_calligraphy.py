@@ -113,3 +113,41 @@ def test_class_balanced_sampling(tmp_path, rendered):
     seen = torch.cat([y for _ in range(60) for _, y in loader])
     share = torch.bincount(seen, minlength=3).float() / len(seen)
     assert torch.all((share - 1 / 3).abs() < 0.06), share
+
+
+def test_class_names_are_the_characters_and_counts_the_training_split(rendered, tmp_path):
+    root, _ = rendered
+    assert CalligraphyDataModule(root, cache_dir=tmp_path).class_names == sorted(CHARS)  # before any image is read
+    dm = module(tmp_path, root, image_size=32)
+    counts = {c: len(list((root / c).glob("*.png"))) for c in CHARS}
+    assert dict(zip(dm.class_names, dm.class_counts().tolist())) == counts
+
+
+def test_a_conditional_gan_on_balanced_characters_generates_for_every_character_equally(tmp_path, rendered):
+    import shutil
+
+    from lightning.pytorch import Trainer, seed_everything
+
+    from lit_gans import DCGAN
+
+    seed_everything(0)
+    lopsided = tmp_path / "lopsided"
+    shutil.copytree(root := rendered[0], lopsided)
+    for p in sorted((lopsided / "和").glob("*.png"))[:6]:  # 2 left of 8
+        p.unlink()
+    dm = module(tmp_path, lopsided, image_size=32, balanced_classes=True)
+    fake_labels = []
+
+    class Recording(DCGAN):
+        def labels_for_fakes(self, labels):
+            fake_labels.append(super().labels_for_fakes(labels))
+            return fake_labels[-1]
+
+    model = Recording(num_classes=dm.num_classes, image_shape=(1, 32, 32), latent_dim=4, generator_width=4,
+                      discriminator_width=4, max_generator_steps=100)  # fmt: skip
+    Trainer(max_epochs=-1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False).fit(model, dm)  # fmt: skip
+    share = torch.bincount(torch.cat(fake_labels), minlength=3).float() / len(torch.cat(fake_labels))
+    assert torch.all((share - 1 / 3).abs() < 0.08), share  # as balanced as the sampler, though 和 has 2 images of 18
+    assert model.class_frequencies.tolist() == pytest.approx([8 / 18, 2 / 18, 8 / 18])  # what sample() draws: the data's
+    assert root.exists()

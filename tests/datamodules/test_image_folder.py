@@ -118,3 +118,13 @@ def test_parallel_preprocessing_gives_the_same_tensors(tmp_path):
     parallel = CatFacesDataModule(tmp_path / "raw", image_size=32, min_size=32, cache_dir=tmp_path / "b", preprocess_workers=2)
     assert torch.equal(_load(serial), _load(parallel))
     np.testing.assert_array_equal(serial.train_set.tensors[1].numpy(), parallel.train_set.tensors[1].numpy())
+
+
+def test_class_count_and_names_are_known_before_setup(tmp_path):
+    write_images(tmp_path / "raw" / "cats", n=2)
+    write_images(tmp_path / "raw" / "dogs", n=3)
+    dm = ImageFolderDataModule(tmp_path / "raw", image_size=16, labels=True, cache_dir=tmp_path / "cache")
+    assert dm.num_classes == 2 and dm.class_names == ["cats", "dogs"]  # the CLI links num_classes at construction
+    assert ImageFolderDataModule(tmp_path / "raw", image_size=16, cache_dir=tmp_path / "cache").num_classes is None
+    dm = module(tmp_path, tmp_path / "raw", image_size=16, labels=True)
+    assert dm.class_counts().tolist() == [2, 3]

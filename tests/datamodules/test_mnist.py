@@ -143,3 +143,12 @@ def test_images_and_labels_that_disagree_in_count_are_refused(mnist_dir, tmp_pat
     n = len(raw_digits())
     assert message.startswith("mnist: images and labels disagree in count") and str(path) in message
     assert f"{n} images" in message and f"{n - 1} labels" in message
+
+
+def test_class_names_and_counts(mnist_dir):
+    assert MNISTDataModule(mnist_dir, download=False).class_names == [str(d) for d in range(10)]
+    assert MNISTDataModule(mnist_dir, dataset="fashion_mnist", download=False).class_names[:2] == ["T-shirt/top", "Trouser"]
+    dm = MNISTDataModule(mnist_dir, download=False)
+    dm.setup()
+    assert torch.equal(dm.class_counts(), torch.bincount(dm.train_set.tensors[1], minlength=10))
+    assert dm.class_counts().sum() == 10_000

@@ -177,6 +177,13 @@ def test_conditioning_with_the_engines_options(options):
     fit(DCGAN(num_classes=K, max_generator_steps=2, **dict(TINY, **options)))
 
 
+@pytest.mark.parametrize("conditioning", ["concat", "projection", "auxiliary"])
+def test_conditioning_under_bf16_mixed_precision(conditioning):
+    seed_everything(0)
+    model = fit(DCGAN(num_classes=K, conditioning=conditioning, max_generator_steps=2, **TINY), precision="bf16-mixed")
+    assert model.generator_step == 2 and int(model.nonfinite_steps) == 0
+
+
 def test_wgan_gp_penalizes_the_conditional_critic_with_the_real_labels():
     seed_everything(0)
     model = WGANGP(num_classes=K, max_generator_steps=2, n_critic=2, **TINY)
