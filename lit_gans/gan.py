@@ -138,6 +138,11 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         auxiliary_weight: weight of AC-GAN's class cross-entropy (Odena et al. 2017) for ``auxiliary``
             conditioning: ``w * [CE(D_cls(x), y) + CE(D_cls(G(z, y_f)), y_f)]`` joins D's loss and
             ``w * CE(D_cls(G(z, y_f)), y_f)`` G's (the paper's L_C in both players' objectives, weight 1).
+        auxiliary_classify_fakes: whether D's auxiliary classifier also learns from the fakes, as in the paper
+            (``True``), or from real images only (``False``, StudioGAN's AC-GAN). With the fake term, D and G both
+            lower the fakes' class loss and can agree on a class code that real digits do not carry: on MNIST a
+            DCGAN AC-GAN's fakes were read as the digit asked for 26% of the time after 10 minutes, against 78%
+            after 1,000 steps without it (``benchmarks/quality.py``).
 
     Example::
 
@@ -215,6 +220,7 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         num_classes: int = 0,
         conditioning: Optional[str] = None,
         auxiliary_weight: float = 1.0,
+        auxiliary_classify_fakes: bool = True,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -235,6 +241,7 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
             raise ValueError(f"generator_ema_decay={generator_ema_decay!r} is out of range: it must be a float in (0, 1)")
         self.num_classes, self.conditioning = resolve_conditioning(num_classes, conditioning)
         self.auxiliary_weight = check_float("auxiliary_weight", auxiliary_weight, inclusive=True)
+        self.auxiliary_classify_fakes = auxiliary_classify_fakes
         self.generator = generator
         self.discriminator = spectral_norm_(discriminator) if discriminator_spectral_norm else discriminator
         if diff_augment:
@@ -477,13 +484,13 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         fake_out, step.fake_class_logits = self.critic(step.fake, step.fake_labels)
         return None, fake_out
 
-    def auxiliary_class_loss(self, step: TrainingStep, logs: dict[str, Tensor], real: bool) -> Tensor:
-        """AC-GAN's class cross-entropy (Odena et al. 2017, L_C) on the logits the step's D forwards recorded:
-        on the fakes (with the labels they were generated for), plus on the real images (with theirs) when
-        ``real``; weighted by ``auxiliary_weight``. Logs ``class_loss_real``/``class_loss_fake`` and
-        ``class_accuracy_real``/``class_accuracy_fake``."""
-        pairs = [("fake", step.fake_class_logits, step.fake_labels)]
-        if real:
+    def auxiliary_class_loss(self, step: TrainingStep, logs: dict[str, Tensor], discriminator: bool) -> Tensor:
+        """AC-GAN's class cross-entropy (Odena et al. 2017, L_C) on the logits the step's D forwards recorded,
+        weighted by ``auxiliary_weight``: for G, on the fakes (with the labels they were generated for); for D, on
+        the real images (with theirs) and, with ``auxiliary_classify_fakes``, on the fakes too. Logs
+        ``class_loss_real``/``class_loss_fake`` and ``class_accuracy_real``/``class_accuracy_fake``."""
+        pairs = [("fake", step.fake_class_logits, step.fake_labels)] if self.auxiliary_classify_fakes or not discriminator else []
+        if discriminator:
             pairs.insert(0, ("real", step.real_class_logits, step.labels))
         loss = step.fake.new_zeros((), dtype=torch.float32)
         for kind, logits, labels in pairs:
@@ -502,7 +509,7 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         """:meth:`discriminator_loss` plus the engine's terms: the auxiliary classifier's and R1."""
         loss, logs = self.discriminator_loss(step)
         if self.conditioning == "auxiliary":
-            loss = loss + self.auxiliary_class_loss(step, logs, real=True)
+            loss = loss + self.auxiliary_class_loss(step, logs, discriminator=True)
         if self.r1_penalty_weight:
             penalty, _ = r1_penalty(self.critic_of(step.labels), step.real)
             loss = loss + self.r1_penalty_weight / 2 * penalty
@@ -513,7 +520,7 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         """:meth:`generator_loss` plus the auxiliary classifier's term on the fakes."""
         loss, logs = self.generator_loss(step)
         if self.conditioning == "auxiliary":
-            loss = loss + self.auxiliary_class_loss(step, logs, real=False)
+            loss = loss + self.auxiliary_class_loss(step, logs, discriminator=False)
         return loss, logs
 
     def critic_of(self, labels: Optional[Tensor]) -> Callable[[Tensor], Tensor]:

@@ -110,6 +110,21 @@ def test_acgan_class_terms_equal_a_hand_computation_in_both_losses():
     assert "class_loss_real" not in g_logs
 
 
+def test_acgan_without_the_fake_term_in_d_trains_its_classifier_on_real_images_only():
+    torch.manual_seed(0)
+    model = auxiliary_model(auxiliary_classify_fakes=False)
+    real, fake = torch.rand(6, 1, 8, 8) * 2 - 1, torch.rand(6, 1, 8, 8) * 2 - 1
+    labels, fake_labels = torch.tensor([0, 1, 2, 3, 0, 1]), torch.tensor([3, 3, 2, 1, 0, 0])
+    step = TrainingStep(real, labels, torch.zeros(6, 4), fake, fake_labels)
+    d_loss, logs = model.regularized_discriminator_loss(step)
+    (real_out, real_cls), (fake_out, fake_cls) = model.discriminator(real, labels), model.discriminator(fake, fake_labels)
+    bce = F.binary_cross_entropy_with_logits
+    expected = bce(real_out, torch.ones(6)) + bce(fake_out, torch.zeros(6)) + 0.7 * F.cross_entropy(real_cls, labels)
+    assert d_loss.item() == pytest.approx(expected.item(), rel=1e-5) and "class_loss_fake" not in logs
+    g_loss, _ = model.regularized_generator_loss(TrainingStep(real, labels, torch.zeros(6, 4), fake, fake_labels))
+    assert g_loss.item() == pytest.approx((bce(fake_out, torch.ones(6)) + 0.7 * F.cross_entropy(fake_cls, fake_labels)).item(), rel=1e-5)
+
+
 class LabelSpy(DCGAN):
     """Records the labels each network sees in each update."""
 
