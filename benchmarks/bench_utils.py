@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch import Callback, Trainer
 
 from lit_gans import DCGAN, GAN, LSGAN, WGAN, WGANGP, InfoGAN, VanillaGAN
-from lit_gans.objectives import RaLSGANLoss, RaSGANLoss
+from lit_gans.objectives import HingeLoss, RaLSGANLoss, RaSGANLoss
 from lit_gans.step import TrainingStep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +33,13 @@ VARIANTS: dict[str, Callable[..., GAN]] = {
     # the relativistic average losses on the DCGAN networks, against dcgan (BCE) and lsgan
     "rasgan": lambda **kw: DCGAN(objective=RaSGANLoss(), **kw),
     "ralsgan": lambda **kw: DCGAN(objective=RaLSGANLoss(), **kw),
+    # class-conditional DCGANs on MNIST's 10 digits, against dcgan (unconditional), and the ResNet networks
+    "cgan_concat": lambda **kw: DCGAN(num_classes=10, conditioning="concat", **kw),
+    "cgan_projection": lambda **kw: DCGAN(num_classes=10, conditioning="projection", objective=HingeLoss(),
+                                          discriminator_spectral_norm=True, discriminator_norm="none", **kw),  # fmt: skip
+    "acgan": lambda **kw: DCGAN(num_classes=10, conditioning="auxiliary", **kw),
+    "acgan_real_only": lambda **kw: DCGAN(num_classes=10, conditioning="auxiliary", auxiliary_classify_fakes=False, **kw),
+    "dcgan_resnet": lambda **kw: DCGAN(architecture="resnet", **kw),
 }
 
 #: The fast path's model options (with ``Trainer(precision=FAST_PRECISION)``; the joint D forward is on by itself
@@ -181,6 +188,8 @@ def current_rss_mb() -> float:
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     def fmt(v: Any) -> str:
+        if v is None:
+            return "-"
         return f"{v:.3g}" if isinstance(v, float) and abs(v) < 10 else (f"{v:.0f}" if isinstance(v, float) else str(v))
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

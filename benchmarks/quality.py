@@ -4,6 +4,8 @@ training time, for DCGAN, WGAN-GP and LSGAN, on the package's default path and i
     python benchmarks/quality.py                                   # 1, 2, 5, 10 minutes per run
     python benchmarks/quality.py --minutes 1 2 3 --models dcgan    # quicker
     python benchmarks/quality.py --models dcgan rasgan lsgan ralsgan --minutes 1 2 4 --name quality_relativistic
+    python benchmarks/quality.py --models dcgan cgan_concat cgan_projection acgan dcgan_resnet --paths default \
+        --name quality_conditional                                # conditional accuracy too (shipped classifier)
 
 The clock counts training only (evaluations pause it). Writes benchmarks/results/<name>.{md,json} and
 <name>.png (name: quality) (with matplotlib installed; `--replot` redraws it from the JSON). Run by hand.
@@ -69,11 +71,23 @@ class WallClockEval(Callback):
             counts = class_histogram(self.classifier.logits(pl_module.sample(z=z)), 10)
         covered, kl = mode_statistics(counts, self.real_counts)
         self.records.append({"minutes": self.checkpoints.pop(0), "generator steps": pl_module.generator_step, "fid": fid,
-                             "modes covered": int(covered), "kl classes": float(kl)})
+                             "modes covered": int(covered), "kl classes": float(kl),
+                             "conditional accuracy": self.conditional_accuracy(pl_module)})
         print(self.records[-1], flush=True)
         self.paused += time.perf_counter() - pause
         if not self.checkpoints:
             trainer.should_stop = True
+
+
+    def conditional_accuracy(self, pl_module) -> Any:
+        """The share of 2,000 fakes (200 per digit) the shipped classifier reads as the digit asked for."""
+        if not getattr(pl_module, "num_classes", 0):
+            return None
+        labels = torch.arange(10).repeat_interleave(200)
+        z = pl_module.sample_latent(len(labels), generator=torch.Generator().manual_seed(11))
+        with torch.no_grad():
+            predicted = self.classifier.logits(pl_module.sample(z=z, labels=labels)).argmax(1).cpu()
+        return float((predicted == labels).float().mean())
 
 
 def main() -> None:
@@ -104,7 +118,10 @@ def main() -> None:
                     enable_progress_bar=False, enable_model_summary=False, precision=precision,
                     callbacks=[clock]).fit(model, MNISTDataModule(data_dir, download=False, batch_size=args.batch_size))
             rows += [{"model": name, "path": path, **r} for r in clock.records]
-    table = markdown_table(rows, ["model", "path", "minutes", "generator steps", "fid", "modes covered", "kl classes"])
+    columns = ["model", "path", "minutes", "generator steps", "fid", "modes covered", "kl classes"]
+    if any(r["conditional accuracy"] is not None for r in rows):
+        columns.append("conditional accuracy")
+    table = markdown_table(rows, columns)
     text = "\n".join([
         "## Quality per minute (MNIST, FID with the package's MNIST extractor, 10k real / %d fake)" % args.num_fake,
         "", table, "", f"Machine: {machine()}", "",
