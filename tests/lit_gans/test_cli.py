@@ -210,3 +210,15 @@ def test_a_model_that_names_a_conditioning_takes_num_classes_from_the_data(mnist
     with pytest.raises(SystemExit):
         main([*common, "--model.init_args.conditioning=projection", "--model.init_args.num_classes=7"])
     assert "lit-gans: error: model.init_args.num_classes=7 conflicts with the data's num_classes=10" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if "calligraphy" in c.stem], ids=lambda p: p.stem)
+def test_calligraphy_configs_train_without_inception_weights(config, calligraphy_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LIT_GANS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))  # offline, no Inception file anywhere
+    cli = main(["fit", "--config", str(config), f"--data.init_args.data_dir={calligraphy_dir}",
+                "--data.init_args.batch_size=4", "--trainer.fast_dev_run=true"])  # fmt: skip
+    assert cli.trainer.state.finished
+    [fid] = [c for c in cli.trainer.callbacks if type(c).__name__ == "FIDCallback"]
+    assert fid.fid_key == "fid_classifier"  # the logged FID says which features it was computed in
