@@ -194,34 +194,21 @@ def held_out_split(n: int, held_out: float, seed: int) -> tuple[Tensor, Tensor]:
 
 
 def train_classifier(
-    images: Tensor,
-    labels: Tensor,
-    num_classes: int,
-    held_out: float = 0.1,
-    epochs: int = 10,
-    batch_size: int = 64,
-    lr: float = 2e-3,
-    width: int = 16,
-    num_features: int = 128,
-    augment: bool = True,
-    seed: int = 0,
-    device: Optional[Union[str, torch.device]] = None,
+    images: Tensor, labels: Tensor, num_classes: int, held_out: float = 0.1, seed: int = 0, **recipe: Any
 ) -> tuple[DataClassifier, float]:
     """Train a :class:`DataClassifier` on real labelled images and measure it on images it never saw.
 
     A fixed fraction ``held_out`` of ``images`` (drawn with ``seed``) is kept out of training; the classifier is
-    trained on the rest (:func:`fit_classifier`) and ``(classifier, accuracy on the held-out images)`` is returned
-    (the accuracy also as ``classifier.held_out_accuracy``).
+    trained on the rest (:func:`fit_classifier`, with ``seed`` and its other arguments, ``recipe``: ``epochs``,
+    ``batch_size``, ``lr``, ``width``, ``num_features``, ``augment``, ``device``) and ``(classifier, accuracy on the
+    held-out images)`` is returned (the accuracy also as ``classifier.held_out_accuracy``).
 
     Example::
 
         classifier, accuracy = train_classifier(images, labels, num_classes=10, epochs=5, seed=0)
     """
     train_idx, held_idx = held_out_split(len(images), held_out, seed)
-    classifier = fit_classifier(
-        images[train_idx], labels[train_idx], num_classes, epochs=epochs, batch_size=batch_size, lr=lr, width=width,
-        num_features=num_features, augment=augment, seed=seed, device=device,
-    )
+    classifier = fit_classifier(images[train_idx], labels[train_idx], num_classes, seed=seed, **recipe)
     accuracy = classifier_accuracy(classifier, images[held_idx], labels[held_idx])
     classifier.held_out_accuracy = accuracy
     return classifier, accuracy

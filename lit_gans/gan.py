@@ -406,8 +406,8 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
             raise ValueError("sample(ema=True) needs a model built with generator_ema_decay")
         net = self.averaged_generator() if (ema or ema is None) and self.generator_ema is not None else self.generator
         fixed = z is None and n is None
-        if z is None and n is None and labels is not None and torch.as_tensor(labels).dim() == 1:
-            n = len(labels)
+        if fixed and labels is not None and torch.as_tensor(labels).dim() == 1:
+            n = len(labels)  # one fresh latent per given label
         if z is None:
             z = self.sample_noise if n is None else self.sample_latent(n)
         labels = self._labels_for(z.shape[0], labels, fixed)
@@ -540,8 +540,8 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         generator), so the data's class frequencies without drawing from an estimate of them."""
         if not self.num_classes:
             return None
-        order = torch.randperm(labels.shape[0], generator=self._noise_generator(), device=self._noise_generator().device)
-        return labels[order.to(labels.device)]
+        gen = self._noise_generator()
+        return labels[torch.randperm(labels.shape[0], generator=gen, device=gen.device).to(labels.device)]
 
     def check_batch_labels(self, labels: Optional[Tensor]) -> Optional[Tensor]:
         """A conditional model needs labelled batches whose labels are class indices below ``num_classes``

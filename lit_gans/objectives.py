@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any, ClassVar, Optional, Union
 
 import torch
@@ -368,7 +369,22 @@ class HingeLoss(Objective):
         return hinge_generator_loss(fake_out)
 
 
-class RSGANLoss(Objective):
+class _Relativistic(Objective):
+    """A relativistic objective: its generator loss also needs D's output on the real batch (the engine passes
+    it, ``needs_real_output``); subclasses name their two loss functions."""
+
+    needs_real_output = True
+    discriminator_fn: ClassVar[Callable[[Tensor, Tensor], Tensor]]
+    generator_fn: ClassVar[Callable[[Tensor, Tensor], Tensor]]
+
+    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+        return self.discriminator_fn(real_out, fake_out)
+
+    def generator_loss(self, fake_out: Tensor, real_out: Optional[Tensor] = None) -> Tensor:
+        return self.generator_fn(fake_out, _require_real_out(self, real_out))
+
+
+class RSGANLoss(_Relativistic):
     """Relativistic standard GAN (Jolicoeur-Martineau 2019, sec. 4.1, algorithm 1).
 
     D scores how much more real a real sample is than the fake it is paired with, ``sigmoid(C(x_r) - C(x_f))``;
@@ -379,16 +395,11 @@ class RSGANLoss(Objective):
     """
 
     outputs_are_logits = True
-    needs_real_output = True
-
-    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
-        return rsgan_discriminator_loss(real_out, fake_out)
-
-    def generator_loss(self, fake_out: Tensor, real_out: Optional[Tensor] = None) -> Tensor:
-        return rsgan_generator_loss(fake_out, _require_real_out(self, real_out))
+    discriminator_fn = staticmethod(rsgan_discriminator_loss)
+    generator_fn = staticmethod(rsgan_generator_loss)
 
 
-class RaSGANLoss(Objective):
+class RaSGANLoss(_Relativistic):
     """Relativistic average standard GAN (Jolicoeur-Martineau 2019, sec. 4.3, algorithm 2).
 
     Each sample is compared with the mean raw output on the other batch: ``sigmoid(C(x_r) - E C(x_f))`` and
@@ -396,42 +407,27 @@ class RaSGANLoss(Objective):
     """
 
     outputs_are_logits = True
-    needs_real_output = True
-
-    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
-        return rasgan_discriminator_loss(real_out, fake_out)
-
-    def generator_loss(self, fake_out: Tensor, real_out: Optional[Tensor] = None) -> Tensor:
-        return rasgan_generator_loss(fake_out, _require_real_out(self, real_out))
+    discriminator_fn = staticmethod(rasgan_discriminator_loss)
+    generator_fn = staticmethod(rasgan_generator_loss)
 
 
-class RaLSGANLoss(Objective):
+class RaLSGANLoss(_Relativistic):
     """Relativistic average least squares (Jolicoeur-Martineau 2019, sec. 4.3, algorithm 2).
 
     D wants ``C(x_r) - E C(x_f) = 1`` and ``C(x_f) - E C(x_r) = -1``, G the opposite. The output is an unbounded
     score.
     """
 
-    needs_real_output = True
-
-    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
-        return ralsgan_discriminator_loss(real_out, fake_out)
-
-    def generator_loss(self, fake_out: Tensor, real_out: Optional[Tensor] = None) -> Tensor:
-        return ralsgan_generator_loss(fake_out, _require_real_out(self, real_out))
+    discriminator_fn = staticmethod(ralsgan_discriminator_loss)
+    generator_fn = staticmethod(ralsgan_generator_loss)
 
 
-class RaHingeLoss(Objective):
+class RaHingeLoss(_Relativistic):
     """Relativistic average hinge (Jolicoeur-Martineau 2019, sec. 4.3, algorithm 2).
 
     Hinge losses on the relativistic outputs ``C(x_r) - E C(x_f)`` and ``C(x_f) - E C(x_r)``, for D and (swapped)
     for G. The output is an unbounded score.
     """
 
-    needs_real_output = True
-
-    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
-        return rahinge_discriminator_loss(real_out, fake_out)
-
-    def generator_loss(self, fake_out: Tensor, real_out: Optional[Tensor] = None) -> Tensor:
-        return rahinge_generator_loss(fake_out, _require_real_out(self, real_out))
+    discriminator_fn = staticmethod(rahinge_discriminator_loss)
+    generator_fn = staticmethod(rahinge_generator_loss)
