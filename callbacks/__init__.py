@@ -10,9 +10,10 @@ from lit_gans.callbacks.features import MNISTClassifier
 from lit_gans.callbacks.fid import FIDCallback
 from lit_gans.callbacks.gradients import GradientNormMonitor
 from lit_gans.callbacks.samples import SampleGrid
-from lit_gans.checkpoints import LastCheckpoint
+from lit_gans.checkpoints import BestCheckpoint, LastCheckpoint
 
 __all__ = [
+    "BestCheckpoint",
     "ClassificationAccuracyScore",
     "ConditionalAccuracy",
     "DataClassifier",

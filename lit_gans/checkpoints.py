@@ -188,8 +188,65 @@ class LastCheckpoint(ModelCheckpoint):
         pass
 
 
+class BestCheckpoint(ModelCheckpoint):
+    """Keeps the ``save_top_k`` checkpoints with the best ``monitor`` value (``fid`` by default, lower is better),
+    checked right after each generator step at which the metric was computed: GANs often get worse after their best
+    step, so the best checkpoint is the one to sample from and to evaluate. The saved weights are those the metric
+    was measured on (metric callbacks run before checkpoint callbacks).
+
+    Lightning's ``ModelCheckpoint(every_n_train_steps=1, monitor=...)`` does the same but, under manual
+    optimization, warns at every save; its ``step`` counts optimizer steps of both networks. Here file names carry
+    the generator step: ``best-fid-generator_step=4000.ckpt``.
+
+    Example::
+
+        >>> from lightning.pytorch import Trainer
+        >>> trainer = Trainer(callbacks=[BestCheckpoint(monitor="fid")])
+    """
+
+    def __init__(
+        self,
+        monitor: str = "fid",
+        mode: str = "min",
+        save_top_k: int = 1,
+        dirpath: Optional[Union[str, os.PathLike]] = None,
+        filename: Optional[str] = None,
+    ) -> None:
+        if not monitor:
+            raise ValueError("BestCheckpoint(monitor=...) names the logged metric to keep the best checkpoints of")
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename or f"best-{monitor}-{{generator_step}}",
+            monitor=monitor,
+            mode=mode,
+            save_top_k=check_int("save_top_k", save_top_k),
+            save_on_train_epoch_end=False,
+        )
+        self._seen: Any = None
+
+    def _monitor_candidates(self, trainer: Any) -> dict[str, Any]:
+        candidates = super()._monitor_candidates(trainer)
+        candidates["generator_step"] = torch.tensor(_generator_step(trainer.lightning_module))
+        return candidates
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None or value is self._seen:  # not computed at this step (metric callbacks log new tensors)
+            return
+        self._seen = value
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    # Lightning's epoch-end and validation-end saves: the metric is computed on generator steps
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        pass
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        pass
+
+
 def _generator_step(pl_module: Any) -> int:
     return int(getattr(pl_module, "generator_step", pl_module.global_step))
 
 
-__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "checkpoint_problem", "remove_stale_temporaries", "resolve_checkpoint"]
+__all__ = ["AtomicCheckpointIO", "BestCheckpoint", "LastCheckpoint", "checkpoint_problem", "remove_stale_temporaries", "resolve_checkpoint"]

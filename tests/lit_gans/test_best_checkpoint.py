@@ -1,0 +1,55 @@
+"""BestCheckpoint keeps the checkpoints of the best monitored values, saved at the generator steps they were
+measured, with the weights they were measured on, and without Lightning's manual-optimization warning."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from gan_testing import TINY, RandomImages, tiny_trainer_kwargs
+from lightning.pytorch import Callback, Trainer
+
+from lit_gans import DCGAN
+from lit_gans.callbacks import BestCheckpoint
+from lit_gans.callbacks.base import log_scalars
+
+
+class ScriptedMetric(Callback):
+    """Logs ``values[step]`` as ``fid`` after the generator steps named in ``values``, and remembers the
+    generator's weights it 'measured'."""
+
+    def __init__(self, values: dict[int, float]) -> None:
+        self.values, self.weights = values, {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = pl_module.generator_step
+        if step in self.values and step not in self.weights:
+            self.weights[step] = {k: v.clone() for k, v in pl_module.generator.state_dict().items()}
+            log_scalars(trainer, pl_module, {"fid": torch.tensor(self.values[step])})
+
+
+def test_keeps_the_best_steps_with_the_weights_they_were_measured_on(tmp_path):
+    metric = ScriptedMetric({2: 5.0, 4: 3.0, 6: 4.0, 8: 1.0, 10: 2.0})
+    best = BestCheckpoint(monitor="fid", save_top_k=2, dirpath=tmp_path)
+    model = DCGAN(**TINY, n_critic=2, max_generator_steps=11)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trainer(**tiny_trainer_kwargs(callbacks=[metric, best], enable_checkpointing=True)).fit(model, RandomImages())
+    assert not [w for w in caught if "manual optimization" in str(w.message)]
+    saved = sorted(p.name for p in tmp_path.glob("*.ckpt"))
+    assert saved == ["best-fid-generator_step=10.ckpt", "best-fid-generator_step=8.ckpt"]
+    assert best.best_model_score == 1.0 and best.best_model_path.endswith("generator_step=8.ckpt")
+    for step in (8, 10):
+        checkpoint = torch.load(tmp_path / f"best-fid-generator_step={step}.ckpt", weights_only=False)
+        restored = DCGAN(**TINY)
+        restored.load_state_dict(checkpoint["state_dict"])
+        assert restored.generator_step == step
+        for key, value in metric.weights[step].items():
+            assert torch.equal(restored.generator.state_dict()[key], value), key
+
+
+def test_mode_max_and_a_metric_never_logged(tmp_path):
+    best = BestCheckpoint(monitor="accuracy", mode="max", dirpath=tmp_path / "a")
+    model = DCGAN(**TINY, max_generator_steps=3)
+    Trainer(**tiny_trainer_kwargs(callbacks=[best], enable_checkpointing=True)).fit(model, RandomImages())
+    assert not (tmp_path / "a").exists() or not list((tmp_path / "a").glob("*.ckpt"))
