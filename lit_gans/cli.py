@@ -3,6 +3,8 @@
 Example::
 
     lit-gans fit --config configs/dcgan_mnist.yaml
+    lit-gans generate --ckpt_path lightning_logs/lit-gans/RUN/checkpoints --num_images 10000 --output_dir samples
+    lit-gans evaluate --ckpt_path best.ckpt --config configs/dcgan_mnist.yaml --output_json scores.json
     lit-gans fit --config configs/dcgan_mnist.yaml --model.init_args.max_generator_steps=500
     lit-gans fit --model lit_gans.VanillaGAN --data lit_gans.datamodules.MNISTDataModule --print_config
 """
@@ -25,6 +27,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 import lit_gans
 import lit_gans.callbacks
 from lit_gans.checkpoints import resolve_checkpoint
+from lit_gans.console import quiet_console
 from lit_gans.datamodules import ImageDataModule
 from lit_gans.gan import GAN, NonFiniteLossError, preemption_checkpoint_path
 from lit_gans.loggers import wandb_run_in_checkpoint
@@ -99,6 +102,8 @@ class GANCLI(LightningCLI):
         self._requested_conditioning = config.model.init_args.get("conditioning")
         if self.subcommand == "fit" and config.get("ckpt_path") not in (None, *CHECKPOINT_ALIASES):
             continue_wandb_run(config.trainer.logger, config["ckpt_path"])
+        if config.get("config") and "trainer" in config:
+            name_wandb_run(config.trainer.logger, Path(str(config.config[0])).stem)
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
@@ -204,6 +209,17 @@ def continue_wandb_run(logger_config: Any, checkpoint_path: str) -> None:
         return
 
 
+def name_wandb_run(logger_config: Any, name: str) -> None:
+    """Name an unnamed W&B run after the run's config file (the first ``--config``: ``dcgan_mnist``), so that the
+    shared trainer files need no per-run name."""
+    for entry in logger_config if isinstance(logger_config, list) else [logger_config]:
+        if isinstance(entry, Namespace) and issubclass(_class(entry.class_path), LightningWandbLogger):
+            init_args = entry.get("init_args") or Namespace()
+            if not init_args.get("name"):
+                init_args["name"] = name
+                entry["init_args"] = init_args
+
+
 def _class(class_path: str) -> type:
     module, _, name = class_path.rpartition(".")
     return getattr(importlib.import_module(module), name)
@@ -228,8 +244,9 @@ def _user_error(err: BaseException) -> Optional[BaseException]:
     return None
 
 
-def main(args: Optional[list[str]] = None) -> GANCLI:
-    """Run the CLI on ``args`` (default: the command line); returns it, with ``.model`` and ``.trainer``.
+def main(args: Optional[list[str]] = None) -> Any:
+    """Run the CLI on ``args`` (default: the command line). ``fit`` returns the LightningCLI, with ``.model`` and
+    ``.trainer``; ``generate`` what it wrote; ``evaluate`` (also ``validate`` and ``test``) the metrics.
 
     A bad parameter, a missing file or a diverged run ends with ``lit-gans: error: <message>`` and exit status 2,
     without a Python traceback."""
@@ -253,7 +270,42 @@ def console_main() -> int:
     return 0
 
 
-def _run(args: Optional[list[str]]) -> GANCLI:
+#: ``lit-gans <command>`` for what comes after training: the function each runs (its signature is the parser)
+COMMANDS = {"generate": "lit_gans.generate.generate", "evaluate": "lit_gans.evaluate.evaluate"}
+#: Lightning's other subcommands: what each means for a GAN
+ALIASES = {"validate": "evaluate", "test": "evaluate"}
+NOT_FOR_GANS = {"predict": "a GAN predicts nothing from data: `lit-gans generate --ckpt_path CKPT --num_images N "
+                "--output_dir DIR` writes its samples"}
+
+
+def run_command(name: str, args: list[str]) -> Any:
+    """``lit-gans generate|evaluate ARGS``: parse ``args`` with jsonargparse from the function's signature and
+    docstring (``--help`` lists them) and call it; ``evaluate`` also prints its metrics as a table."""
+    from jsonargparse import ArgumentParser
+
+    function = _class(COMMANDS[name])
+    parser = ArgumentParser(prog=f"lit-gans {name}", description=(function.__doc__ or "").split("\n\n")[0])
+    skip = set()
+    if name == "evaluate":  # repeatable, like fit's: shared files first, overrides after
+        parser.add_argument("-c", "--config", action="append", required=True, help="a fit config (repeatable)")
+        skip.add("config")
+    parser.add_function_arguments(function, skip=skip, fail_untyped=False)
+    result = function(**parser.parse_args(args).as_dict())
+    if name == "evaluate":
+        from lit_gans.evaluate import format_metrics
+
+        print(format_metrics(result))
+    return result
+
+
+def _run(args: Optional[list[str]]) -> Any:
+    quiet_console()
+    argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+    command = ALIASES.get(argv[0], argv[0]) if argv else None
+    if command in NOT_FOR_GANS:
+        raise ValueError(f"`lit-gans {command}` is not for GANs: {NOT_FOR_GANS[command]}")
+    if command in COMMANDS:
+        return run_command(command, argv[1:])
     return GANCLI(
         GAN,
         ImageDataModule,
@@ -261,7 +313,11 @@ def _run(args: Optional[list[str]]) -> GANCLI:
         subclass_mode_data=True,
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"max_epochs": -1, "logger": {"class_path": "lit_gans.loggers.WandbLogger"}},
+        trainer_defaults={
+            "max_epochs": -1,
+            "logger": {"class_path": "lit_gans.loggers.WandbLogger"},
+            "enable_model_summary": False,  # the engine prints a one-line summary (lit_gans.console.fit_header)
+        },
         args=args,
     )
 

@@ -39,6 +39,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from lit_gans.augment import DiffAugmentHook
 from lit_gans.averaging import AveragedGenerator, EMAUpdate, match_generator_ema
+from lit_gans.console import console_callbacks
 from lit_gans.divergence import DivergenceGuard, NonFiniteLossError
 from lit_gans.loggers import WANDB_RUN_KEY, wandb_run_of
 from lit_gans.networks.conditional import resolve_conditioning
@@ -48,6 +49,10 @@ from lit_gans.regularizers import check_penalty_precision, r1_penalty
 from lit_gans.step import TrainingStep, split_batch
 from lit_gans.trainer_plumbing import preemption_checkpoint_path, prepare_trainer, save_preemption_checkpoint
 from lit_gans.validation import check_choice, check_float, check_int
+
+#: checkpoint keys naming the model's class and its classes' names, so that a checkpoint alone rebuilds the model
+MODEL_CLASS_KEY = "lit_gans_model_class"
+CLASS_NAMES_KEY = "lit_gans_class_names"
 
 # The same types LightningCLI exposes as ``OptimizerCallable``/``LRSchedulerCallable``; spelled out here so the
 # engine does not need jsonargparse at import time.
@@ -709,7 +714,7 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
             )
         if self.r1_penalty_weight and self.trainer.state.fn == "fit":
             check_penalty_precision(self.trainer, f"the R1 penalty (r1_penalty_weight={self.r1_penalty_weight})")
-        return []
+        return console_callbacks(self.trainer) if self._trainer is not None else []
 
     def setup(self, stage: str) -> None:
         prepare_trainer(self.trainer)
@@ -737,6 +742,11 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
             save_preemption_checkpoint(self.trainer, self._generator_step)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # what `lit-gans generate` / `evaluate` need to rebuild the model from the file alone
+        checkpoint[MODEL_CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+        names = getattr(self.trainer.datamodule, "class_names", None) if self._trainer is not None else None
+        if self.num_classes and names is not None and len(names) == self.num_classes:
+            checkpoint[CLASS_NAMES_KEY] = list(map(str, names))
         if self._noise_rng is not None:
             checkpoint["lit_gans_noise_rng_state"] = self._noise_rng.get_state()
         run = wandb_run_of(self.trainer) if self._trainer is not None else None
