@@ -1,6 +1,6 @@
-"""DCGAN at 64x64 (the cat-face setting of the references) on whatever accelerator is here: real images per second
-in fp32, bf16 autocast and bf16 + torch.compile, through ``Trainer.fit`` and through the plain loop over the very
-same networks. The prepared script for a GPU machine; it runs on a CPU too (slowly: use few steps).
+"""DCGAN at 64x64 (the cat-face setting of the references, README Sources 1) on whatever accelerator is here: real
+images per second in fp32, bf16 autocast and bf16 + torch.compile, through ``Trainer.fit`` and through the plain
+loop over the very same networks. The prepared script for a GPU machine; it runs on a CPU too (slowly: use few steps).
 
     python benchmarks/dcgan64.py                                   # cuda if present, else cpu
     python benchmarks/dcgan64.py --accelerator cpu --d-steps 3 --warmup 1 --batch-size 8 --repeats 1

@@ -83,7 +83,7 @@ class CalligraphyDataModule(ImageFolderDataModule):
 
     Args:
         data_dir: the folder that holds one subfolder per character.
-        image_size: output side (64 or 128 in the references).
+        image_size: output side (64 or 128 in the references, README Sources 4).
         invert: make ink bright on a dark background (the competition's scans are dark ink on light paper).
         dirty: what to do with images that carry small extra characters under the main one: ``keep`` (counted
             in the summary), ``crop`` (cut them off, counted) or ``skip`` (leave the image out, counted).

@@ -1,4 +1,5 @@
-"""Cat faces from the CAT dataset (Zhang, Sun and Tang 2008), preprocessed as in the reference cat GANs.
+"""Cat faces from the CAT dataset (Zhang, Sun and Tang 2008), preprocessed as in the reference cat GANs
+(README Sources 1).
 
 Each ``NNNNNNNN_NNN.jpg`` has an annotation ``NNNNNNNN_NNN.jpg.cat`` beside it: ``9 x1 y1 ... x9 y9`` for the left
 eye, right eye, mouth, three left-ear points and three right-ear points. The face is levelled by rotating about

@@ -1,5 +1,9 @@
 """lit-gans: the classic GAN families as PyTorch Lightning modules.
 
+"The references" in the docstrings are the write-ups the package reproduces, numbered in README.md's
+"Sources" section (1 the cat GANs, 2 the Keras MNIST DCGAN, 3 the TensorFlow MLP GAN, 4 the GAN-to-WGAN-GP
+overview with calligraphy, 5 the DCGAN faces explainer), which also lists the papers.
+
 Example::
 
     from lightning.pytorch import Trainer

@@ -66,8 +66,8 @@ def bce_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     .. math:: L_D = -\mathbb{E}[\log \sigma(D(x))] - \mathbb{E}[\log(1 - \sigma(D(G(z))))]
                   = \mathbb{E}[\mathrm{softplus}(-D(x))] + \mathbb{E}[\mathrm{softplus}(D(G(z)))]
 
-    Computed from logits with ``softplus`` so it never takes ``log(0)`` (the reference TensorFlow MLP GAN, which
-    applied ``log`` to sigmoid outputs, went NaN at iteration 9000).
+    Computed from logits with ``softplus`` so it never takes ``log(0)`` (the reference TensorFlow MLP GAN, README Sources
+    3, which applied ``log`` to sigmoid outputs, went NaN at iteration 9000).
     """
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 

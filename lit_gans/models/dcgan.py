@@ -1,4 +1,5 @@
-"""DCGAN (Radford et al. 2016) at any supported resolution, and the references' variants of it as options."""
+"""DCGAN (Radford et al. 2016) at any supported resolution, and the references' variants of it (README Sources 1, 2) as
+options."""
 
 from __future__ import annotations
 

@@ -49,7 +49,8 @@ class InfoGANDiscriminator(nn.Module):
 
 class InfoGAN(DCGAN):
     """InfoGAN on the DCGAN networks: G's input is ``noise_dim`` noise + a ``categorical_dim``-way one-hot code +
-    ``continuous_dim`` codes from U[-1, 1] (62 + 10 + 2 for MNIST, as in the paper and the references).
+    ``continuous_dim`` codes from U[-1, 1] (62 + 10 + 2 for MNIST, as in the paper and the references,
+    README Sources 4).
 
     The information terms ``lambda_categorical * CE(Q_cat(G(z)), c)`` and ``lambda_continuous * NLL(c' | Q(G(z)))``
     (factored Gaussian NLL, or MSE with ``continuous_loss="mse"``) are added to *both* the D loss (so the Q head,

@@ -1,4 +1,5 @@
-"""The original GAN (Goodfellow et al. 2014) with the references' MLP: z 100 -> 128 -> 784, D 784 -> 128 -> 1."""
+"""The original GAN (Goodfellow et al. 2014) with the references' MLP (README Sources 3, 4): z 100 -> 128 -> 784,
+D 784 -> 128 -> 1."""
 
 from __future__ import annotations
 

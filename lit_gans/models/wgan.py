@@ -38,7 +38,7 @@ class WGAN(_WassersteinDCGAN):
     Args:
         clip_value: the clipping bound c (0.01 in the paper).
         paper_schedule: the paper's schedule of 100 critic updates before each of the first 25 generator updates
-            and before every 500th one (``n_critic`` otherwise), also used by the reference cat WGAN.
+            and before every 500th one (``n_critic`` otherwise), also used by the reference cat WGAN (README Sources 1).
         **kwargs: any :class:`DCGAN` / :class:`~lit_gans.GAN` argument.
 
     Example::

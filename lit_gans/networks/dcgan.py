@@ -3,7 +3,8 @@
 The resolution is a parameter: an image of side ``S = base * 2**n`` (``base`` 4 or 7) is built by ``n``
 up-sampling stages from a ``base x base`` map, channels halving at each stage from ``width * 2**(n-1)``.
 So 28x28 MNIST is ``100 -> 128x7x7 -> 64x14x14 -> 1x28x28`` (width 64), 64x64 the paper's
-``512x4x4 -> ... -> 3x64x64`` and 128x128 adds one stage (``1024x4x4``), as in the reference cat models.
+``512x4x4 -> ... -> 3x64x64`` and 128x128 adds one stage (``1024x4x4``), as in the reference cat models
+(README Sources 1).
 
 Options reach the references' variants without new classes:
 
@@ -11,7 +12,7 @@ Options reach the references' variants without new classes:
   Its weights here are LeCun-normal, N(0, 1/fan_in) with the effective fan-in of each (transposed) convolution,
   the initialization SELU's self-normalization assumes (Klambauer et al. 2017); the reference itself
   (AlexiaJM/Deep-learning-with-cats) kept DCGAN's N(0, 0.02) for every convolution.
-* ``upsample="nearest"``, ``dropout``: the reference Keras MNIST DCGAN (upsampling + convolution).
+* ``upsample="nearest"``, ``dropout``: the reference Keras MNIST DCGAN (README Sources 2: upsampling + convolution).
 * discriminator ``norm="layer"`` or ``"none"``: WGAN-GP critics, whose per-sample penalty BatchNorm would break.
 * ``num_classes``, ``conditioning``: class-conditional networks (:mod:`lit_gans.networks.conditional`).
 """

@@ -1,4 +1,5 @@
-"""Fully connected networks of the original GAN (Goodfellow et al. 2014): the references' 100-128-784 MLP."""
+"""Fully connected networks of the original GAN (Goodfellow et al. 2014): the references' 100-128-784 MLP
+(README Sources 3 and 4)."""
 
 from __future__ import annotations
 
