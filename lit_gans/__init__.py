@@ -14,7 +14,10 @@ Example::
 """
 
 from lit_gans.gan import GAN
+from lit_gans.generate import generate, load_model
 from lit_gans.models import DCGAN, DCGANSELU, LSGAN, WGAN, WGANGP, InfoGAN, VanillaGAN
 
 __version__ = "0.1.0"
-__all__ = ["GAN", "DCGAN", "DCGANSELU", "InfoGAN", "LSGAN", "VanillaGAN", "WGAN", "WGANGP", "__version__"]
+__all__ = [
+    "GAN", "DCGAN", "DCGANSELU", "InfoGAN", "LSGAN", "VanillaGAN", "WGAN", "WGANGP", "generate", "load_model", "__version__"
+]

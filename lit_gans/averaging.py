@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
-from torch.optim.swa_utils import get_ema_multi_avg_fn, update_bn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from lit_gans.networks.layers import has_batchnorm
 
@@ -35,10 +35,27 @@ class AveragedGenerator:
         ``EMA_STATISTICS_BATCHES`` batches of fixed noise (the same on every DDP rank) when they have changed."""
         net = self.generator_ema.module
         if self._ema_statistics_stale and has_batchnorm(net):
-            noise = torch.Generator(device=self.device).manual_seed(0)
-            update_bn([self.sample_latent(64, generator=noise) for _ in range(EMA_STATISTICS_BATCHES)], net)
+            self._reestimate_batchnorm(net)
         self._ema_statistics_stale = False
         return net
+
+    def _reestimate_batchnorm(self, net: nn.Module) -> None:
+        """torch's ``update_bn`` (reset, cumulative averages over the batches, modes restored), but through
+        :meth:`generate`, so that a class-conditional generator gets labels (drawn from the data's frequencies)."""
+        norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        was_training = net.training
+        net.train()
+        noise = torch.Generator(device=self.device).manual_seed(0)
+        for _ in range(EMA_STATISTICS_BATCHES):
+            z = self.sample_latent(64, generator=noise)
+            self.generate(z, self.draw_labels(64, generator=noise) if self.num_classes else None, net)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        net.train(was_training)
 
 
 class EMAUpdate:
