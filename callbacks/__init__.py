@@ -2,7 +2,7 @@
 diversity, conditional accuracy and Classification Accuracy Score, gradient norms and samples; correct under DDP,
 with any logger, logged against the generator step."""
 
-from lit_gans.callbacks.base import PeriodicCallback
+from lit_gans.callbacks.base import MetricCallback, PeriodicCallback
 from lit_gans.callbacks.classifier import DataClassifier, classification_accuracy_score, data_classifier, train_classifier
 from lit_gans.callbacks.conditional import ClassificationAccuracyScore, ConditionalAccuracy
 from lit_gans.callbacks.diversity import DiversityMonitor
@@ -22,6 +22,7 @@ __all__ = [
     "GradientNormMonitor",
     "LastCheckpoint",
     "MNISTClassifier",
+    "MetricCallback",
     "PeriodicCallback",
     "SampleGrid",
     "classification_accuracy_score",

@@ -4,7 +4,7 @@ and images through whatever loggers the Trainer has, against the generator step,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -65,6 +65,34 @@ class PeriodicCallback(Callback):
         self._last_step = state_dict.get("last_step")
 
 
+class MetricCallback(PeriodicCallback):
+    """A :class:`PeriodicCallback` that measures the generator, with one entry point: :meth:`evaluate` computes the
+    metrics now and returns them (a collective call under DDP: every rank calls it), :meth:`run` logs them.
+    ``setup(trainer, pl_module, stage)`` is called first (extractors, classifiers); ``trainer`` needs
+    ``datamodule``, ``global_rank``, ``world_size``, ``is_global_zero`` and ``strategy`` (``reduce``,
+    ``broadcast``, ``barrier``). ``lit-gans evaluate`` (:func:`lit_gans.evaluate.evaluate`) computes the metrics of
+    a checkpoint this way, outside training.
+
+    :attr:`evaluation_settings` names the constructor arguments that ``lit-gans evaluate``'s flags override:
+    ``{"num_fake": "num_samples"}`` means ``--num_fake N`` builds the callback with ``num_samples=N``."""
+
+    #: ``lit-gans evaluate``'s flag -> this class's constructor argument it sets
+    evaluation_settings: ClassVar[dict[str, str]] = {}
+
+    def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def run(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        log_scalars(trainer, pl_module, self.evaluate(trainer, pl_module))
+
+
+def train_loader(trainer: Trainer) -> Any:
+    """The training batches: the fit's train dataloader, else (outside a fit: ``lit-gans evaluate``) the
+    datamodule's ``train_dataloader()``."""
+    loader = getattr(trainer, "train_dataloader", None)
+    return loader if loader is not None else trainer.datamodule.train_dataloader()
+
+
 def log_scalars(trainer: Trainer, pl_module: LightningModule, metrics: dict[str, Tensor]) -> None:
     """Send ``metrics`` to every logger at the generator step (rank 0), and make them ``callback_metrics`` so that
     ``ModelCheckpoint(monitor=...)`` and ``EarlyStopping`` see them."""
@@ -114,4 +142,6 @@ def log_image(trainer: Trainer, pl_module: LightningModule, key: str, grid: Tens
         Image.fromarray(array).save(path, pnginfo=info)
 
 
-__all__ = ["PeriodicCallback", "generator_step", "image_dir", "log_image", "log_scalars"]
+__all__ = [
+    "MetricCallback", "PeriodicCallback", "generator_step", "image_dir", "log_image", "log_scalars", "train_loader",
+]

@@ -455,6 +455,7 @@ def classification_accuracy_score(
     sample_batch_size: int = 250,
     device: Optional[Union[str, torch.device]] = None,
     real_data_accuracy: Optional[float] = None,
+    ema: Optional[bool] = None,
 ) -> dict[str, float]:
     """Classification Accuracy Score (Ravuri & Vinyals 2019, "Classification Accuracy Score for Conditional
     Generative Models"): train a classifier **only on the conditional generator's samples** (``num_per_class`` per
@@ -473,7 +474,8 @@ def classification_accuracy_score(
     training images. The samples come from fixed latents (``seed``), so successive values are comparable.
 
     Returns ``{"cas": ..., "real_data_accuracy": ...}``; pass a previous ``real_data_accuracy`` to skip its
-    training (it does not depend on the generator).
+    training (it does not depend on the generator). ``ema`` goes to ``model.sample`` (``None``: the
+    weight-averaged generator whenever the model has one).
 
     Example::
 
@@ -499,7 +501,7 @@ def classification_accuracy_score(
         epochs=epochs, batch_size=batch_size, lr=lr, width=width, num_features=num_features, augment=augment,
         seed=seed, device=device,
     )
-    fake, fake_labels = generate_labelled(model, num_classes, num_per_class, seed, sample_batch_size)
+    fake, fake_labels = generate_labelled(model, num_classes, num_per_class, seed, sample_batch_size, ema)
     fake = fake.clamp(-1, 1)
     on_fakes = fit_classifier(fake, fake_labels, num_classes, **recipe)
     cas = classifier_accuracy(on_fakes, test_images, test_labels)

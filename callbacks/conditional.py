@@ -13,7 +13,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from lit_gans.callbacks.base import PeriodicCallback, log_scalars
+from lit_gans.callbacks.base import MetricCallback
 from lit_gans.callbacks.classifier import (
     CLASSIFIER_CHOICES,
     _train_set,
@@ -75,7 +75,7 @@ def check_metric_name(name: Any, argument: str = "metric_name") -> str:
     return name
 
 
-class ConditionalAccuracy(PeriodicCallback):
+class ConditionalAccuracy(MetricCallback):
     """How often a class-conditional generator's sample for class ``c`` is classified as ``c`` by a classifier of
     real data (the "accuracy" of conditional GANs, e.g. Odena et al. 2017 for AC-GAN; *legibility* for characters).
 
@@ -121,6 +121,8 @@ class ConditionalAccuracy(PeriodicCallback):
         seed: seed of the fixed latents.
         ema: passed to ``sample`` (``None``: the weight-averaged generator whenever the model has one).
     """
+
+    evaluation_settings = {"num_per_class": "num_per_class", "batch_size": "batch_size", "seed": "seed", "ema": "ema"}
 
     def __init__(
         self,
@@ -215,15 +217,12 @@ class ConditionalAccuracy(PeriodicCallback):
             metrics[f"{prefix}/accuracy_worst"], metrics[f"{prefix}/accuracy_best"] = per_class.min(), per_class.max()
         return {k: torch.as_tensor(v).float() for k, v in metrics.items()}
 
-    def run(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        log_scalars(trainer, pl_module, self.evaluate(trainer, pl_module))
-
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.classifier is not None:
             self.classifier.cpu()
 
 
-class ClassificationAccuracyScore(PeriodicCallback):
+class ClassificationAccuracyScore(MetricCallback):
     """The Classification Accuracy Score (Ravuri & Vinyals 2019) of a class-conditional generator, now and then:
     a classifier trained only on ``num_per_class`` samples per class, tested on real images
     (:func:`~lit_gans.callbacks.classifier.classification_accuracy_score`). Logs ``<metric_name>/accuracy`` (the
@@ -247,7 +246,10 @@ class ClassificationAccuracyScore(PeriodicCallback):
         seed: seed of the latents, the held-out split and the classifiers' training.
         options: more arguments of :func:`~lit_gans.callbacks.classifier.classification_accuracy_score`
             (``held_out``, ``width``, ``batch_size``, ``lr``, ...).
+        ema: passed to ``sample`` (``None``: the weight-averaged generator whenever the model has one).
     """
+
+    evaluation_settings = {"num_per_class": "num_per_class", "seed": "seed", "ema": "ema"}
 
     def __init__(
         self,
@@ -259,9 +261,11 @@ class ClassificationAccuracyScore(PeriodicCallback):
         metric_name: str = "cas",
         seed: int = 0,
         options: Optional[dict[str, Any]] = None,
+        ema: Optional[bool] = None,
     ) -> None:
         super().__init__(every_n_generator_steps, every_n_epochs, at_train_end)
         self.num_per_class = check_int("num_per_class", num_per_class)
+        self.ema = ema
         self.epochs = check_int("epochs", epochs)
         self.metric_name = check_metric_name(metric_name)
         self.seed = seed
@@ -282,7 +286,7 @@ class ClassificationAccuracyScore(PeriodicCallback):
         if getattr(trainer, "is_global_zero", True):
             result = classification_accuracy_score(
                 pl_module, trainer.datamodule, num_per_class=self.num_per_class, epochs=self.epochs, seed=self.seed,
-                device=pl_module.device, real_data_accuracy=self.real_data_accuracy, **self.options,
+                device=pl_module.device, real_data_accuracy=self.real_data_accuracy, ema=self.ema, **self.options,
             )
         if int(getattr(trainer, "world_size", 1) or 1) > 1:
             result = trainer.strategy.broadcast(result, src=0)
@@ -292,9 +296,6 @@ class ClassificationAccuracyScore(PeriodicCallback):
             f"{prefix}/accuracy": torch.tensor(result["cas"]),
             f"{prefix}/real_data_accuracy": torch.tensor(result["real_data_accuracy"]),
         }
-
-    def run(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        log_scalars(trainer, pl_module, self.evaluate(trainer, pl_module))
 
 
 __all__ = ["ClassificationAccuracyScore", "ConditionalAccuracy", "class_names", "metric_keys"]

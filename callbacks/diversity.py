@@ -11,11 +11,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
-from lit_gans.callbacks.base import PeriodicCallback, log_scalars
+from lit_gans.callbacks.base import MetricCallback, log_scalars, train_loader
 from lit_gans.callbacks.features import MNISTClassifier
 from lit_gans.validation import check_float, check_int
 
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
+#: images per generator and classifier forward
+CHUNK = 500
 
 
 def ms_ssim_settings(size: int) -> tuple[tuple[float, ...], int]:
@@ -67,7 +69,7 @@ def mode_statistics(fake_counts: Tensor, real_counts: Tensor, min_share: float =
     return covered, kl
 
 
-class DiversityMonitor(PeriodicCallback):
+class DiversityMonitor(MetricCallback):
     """Mode-collapse monitor.
 
     * ``diversity/ms_ssim_fake``: mean pairwise MS-SSIM of ``num_samples`` generated images, and
@@ -81,11 +83,25 @@ class DiversityMonitor(PeriodicCallback):
       data's).
 
     Under DDP each rank scores its own samples and the values are averaged (counts summed) across ranks.
+    :meth:`evaluate` computes the metrics, :meth:`run` (every ``every_n_generator_steps``) logs them and acts on
+    a collapse.
 
     Example::
 
         DiversityMonitor(classifier="mnist", every_n_generator_steps=500, stop_on_collapse=True)
+
+    Args:
+        num_samples: generated images per evaluation, and real images (once) for the real MS-SSIM and classes.
+        every_n_generator_steps, every_n_epochs: when to evaluate.
+        collapse_margin: how much more alike than real images the samples may be before ``diversity/collapse``.
+        stop_on_collapse: stop training at a collapse.
+        classifier: ``"mnist"`` or a module with ``logits`` for the mode coverage (``None``: none).
+        num_classes: the classifier's classes.
+        seed: seed of the real subset and of the latents.
+        ema: passed to ``sample`` (``None``: the weight-averaged generator whenever the model has one).
     """
+
+    evaluation_settings = {"num_fake": "num_samples", "seed": "seed", "ema": "ema"}
 
     def __init__(
         self,
@@ -97,13 +113,14 @@ class DiversityMonitor(PeriodicCallback):
         classifier: Optional[Union[str, nn.Module]] = None,
         num_classes: int = 10,
         seed: int = 4321,
+        ema: Optional[bool] = None,
     ) -> None:
         super().__init__(every_n_generator_steps, every_n_epochs)
         self.num_samples = check_int("num_samples", num_samples, minimum=4)
         self.collapse_margin = check_float("collapse_margin", collapse_margin, inclusive=True)
         self.stop_on_collapse = stop_on_collapse
         self.classifier_spec, self.num_classes = classifier, num_classes
-        self.seed = seed
+        self.seed, self.ema = seed, ema
         self.real_ms_ssim: Optional[Tensor] = None
         self.real_counts: Optional[Tensor] = None
         self.collapsed_at: Optional[int] = None
@@ -119,7 +136,7 @@ class DiversityMonitor(PeriodicCallback):
         if train_set is not None and hasattr(train_set, "tensors"):
             images = train_set.tensors[0]
         else:
-            images = torch.cat([b[0] if isinstance(b, (list, tuple)) else b for b in trainer.train_dataloader])
+            images = torch.cat([b[0] if isinstance(b, (list, tuple)) else b for b in train_loader(trainer)])
         g = torch.Generator().manual_seed(self.seed)
         return images[torch.randperm(len(images), generator=g)[: self.num_samples]]
 
@@ -127,10 +144,11 @@ class DiversityMonitor(PeriodicCallback):
         self.classifier.to(device)
         fn = getattr(self.classifier, "logits", self.classifier)
         with torch.autocast(device_type=device.type, enabled=False):
-            return torch.cat([fn(chunk.to(device).float()) for chunk in images.split(500)])
+            return torch.cat([fn(chunk.to(device).float()) for chunk in images.split(CHUNK)])
 
     @torch.no_grad()
-    def run(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Tensor]:
+        """The metrics now (a collective call under DDP: every rank must call it); the real side is computed once."""
         strategy, device = trainer.strategy, pl_module.device
         g = torch.Generator().manual_seed(self.seed + trainer.global_rank)
         if self.real_ms_ssim is None:  # the same real pairs on every rank: every rank reaches the same verdict
@@ -140,7 +158,8 @@ class DiversityMonitor(PeriodicCallback):
                 self.real_counts = class_histogram(self._logits(real, device), self.num_classes).cpu()
         share = max(2, self.num_samples // trainer.world_size)
         z = pl_module.sample_latent(share, generator=torch.Generator().manual_seed(self.seed + 1 + trainer.global_rank))
-        fake = pl_module.sample(z=z)
+        kwargs = {} if self.ema is None else {"ema": self.ema}
+        fake = torch.cat([pl_module.sample(z=chunk, **kwargs) for chunk in z.split(CHUNK)])
         fake_ms_ssim = strategy.reduce(pairwise_ms_ssim(fake, generator=g).to(device), reduce_op="mean")
         metrics = {"diversity/ms_ssim_fake": fake_ms_ssim, "diversity/ms_ssim_real": self.real_ms_ssim}
         collapsed = bool(fake_ms_ssim.item() > self.real_ms_ssim.item() + self.collapse_margin)
@@ -149,8 +168,13 @@ class DiversityMonitor(PeriodicCallback):
             counts = strategy.reduce(class_histogram(self._logits(fake, device), self.num_classes), reduce_op="sum")
             covered, kl = mode_statistics(counts.cpu(), self.real_counts)
             metrics["diversity/modes_covered"], metrics["diversity/kl_classes"] = covered, kl
+        return metrics
+
+    def run(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        metrics = self.evaluate(trainer, pl_module)
         log_scalars(trainer, pl_module, metrics)
-        if collapsed:
+        if bool(metrics["diversity/collapse"]):
+            fake_ms_ssim = metrics["diversity/ms_ssim_fake"]
             step = int(getattr(pl_module, "generator_step", trainer.global_step))
             self.collapsed_at = self.collapsed_at if self.collapsed_at is not None else step
             rank_zero_warn(

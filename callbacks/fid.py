@@ -16,7 +16,7 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from lit_gans.callbacks.base import PeriodicCallback, log_scalars
+from lit_gans.callbacks.base import MetricCallback, log_scalars, train_loader
 from lit_gans.callbacks.classifier import data_classifier, labelled_tensors, shared_data_classifier
 from lit_gans.callbacks.conditional import model_num_classes, require_conditional
 from lit_gans.callbacks.features import (
@@ -123,7 +123,7 @@ def build_extractor(
     )
 
 
-class FIDCallback(PeriodicCallback):
+class FIDCallback(MetricCallback):
     """Fréchet Inception Distance (Heusel et al. 2017) of the generator's samples, from torchmetrics'
     ``FrechetInceptionDistance`` (and ``KernelInceptionDistance``, ``InceptionScore`` with ``kid``/``inception_score``).
 
@@ -205,7 +205,12 @@ class FIDCallback(PeriodicCallback):
             ``<lit_gans cache>/classifier``, shared with :class:`~lit_gans.callbacks.ConditionalAccuracy`).
         classifier_options: arguments of :func:`~lit_gans.callbacks.classifier.data_classifier` (``epochs``,
             ``width``, ...).
+        ema: passed to ``sample`` (``None``: the weight-averaged generator whenever the model has one).
     """
+
+    evaluation_settings = {
+        "num_fake": "num_fake", "num_real": "num_real", "batch_size": "batch_size", "seed": "seed", "ema": "ema",
+    }
 
     def __init__(
         self,
@@ -233,8 +238,10 @@ class FIDCallback(PeriodicCallback):
         num_real_per_class: Optional[int] = None,
         classifier_cache_dir: Optional[Union[str, os.PathLike]] = None,
         classifier_options: Optional[dict[str, Any]] = None,
+        ema: Optional[bool] = None,
     ) -> None:
         super().__init__(every_n_generator_steps, every_n_epochs, at_train_end)
+        self.ema = ema
         if not isinstance(feature_extractor, nn.Module) and feature_extractor not in EXTRACTORS:
             raise ValueError(
                 f"feature_extractor={feature_extractor!r} is not supported; use {', '.join(map(repr, EXTRACTORS))} "
@@ -462,7 +469,8 @@ class FIDCallback(PeriodicCallback):
             share = z[c * per_class : (c + 1) * per_class][trainer.global_rank :: trainer.world_size]
             for chunk in share.split(self.batch_size):
                 labels = torch.full((len(chunk),), c, dtype=torch.long, device=pl_module.device)
-                self._update(self.class_fid, pl_module.sample(z=chunk, labels=labels), pl_module, real=False)
+                fake = pl_module.sample(z=chunk, labels=labels, **self._ema())
+                self._update(self.class_fid, fake, pl_module, real=False)
             fids.append(self.class_fid.compute().float())
         self.class_fid.reset()
         return torch.stack(fids).mean()
@@ -474,7 +482,7 @@ class FIDCallback(PeriodicCallback):
             images = train_set.tensors[0][: self.num_real]
         else:
             chunks, count = [], 0
-            for batch in trainer.train_dataloader:
+            for batch in train_loader(trainer):
                 x = batch[0] if isinstance(batch, (list, tuple)) else batch
                 chunks.append(x)
                 count += len(x)
@@ -523,6 +531,10 @@ class FIDCallback(PeriodicCallback):
                     metric.update(chunk, real=real)
 
     # ------------------------------------------------------------------ evaluation
+    def _ema(self) -> dict[str, bool]:
+        """``sample``'s ``ema`` argument, passed only when set (any module with ``sample(z=...)`` works)."""
+        return {} if self.ema is None else {"ema": self.ema}
+
     def fake_latents(self, pl_module: LightningModule) -> Tensor:
         """The fixed latent vectors of every evaluation (the same ones on every rank and every run)."""
         return pl_module.sample_latent(self.num_fake, generator=torch.Generator().manual_seed(self.seed))
@@ -551,9 +563,9 @@ class FIDCallback(PeriodicCallback):
             labels = self.fake_labels(pl_module, num_classes)[trainer.global_rank :: trainer.world_size]
             for chunk, chunk_labels in zip(z.split(self.batch_size), labels.split(self.batch_size)):
                 if num_classes:
-                    fake = pl_module.sample(z=chunk, labels=chunk_labels.to(pl_module.device))
+                    fake = pl_module.sample(z=chunk, labels=chunk_labels.to(pl_module.device), **self._ema())
                 else:
-                    fake = pl_module.sample(z=chunk)
+                    fake = pl_module.sample(z=chunk, **self._ema())
                 self._update(self.fid, fake, pl_module, real=False)
                 if self.kid_metric is not None:
                     self._update(self.kid_metric, fake, pl_module, real=False)

@@ -38,6 +38,8 @@ USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLossError)
 #: "a temporary failure; the user is invited to retry" (a retry wrapper resumes on it, and stops on 0)
 PREEMPTED_EXIT_STATUS = 75
 CHECKPOINT_ALIASES = ("last", "best", "hpc", "registry")
+#: how every lit-gans LightningCLI parses: any GAN and DataModule class, one optimizer argument per network
+CLI_OPTIONS = dict(subclass_mode_model=True, subclass_mode_data=True, auto_configure_optimizers=False)
 
 
 class GANCLI(LightningCLI):
@@ -309,9 +311,7 @@ def _run(args: Optional[list[str]]) -> Any:
     return GANCLI(
         GAN,
         ImageDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
+        **CLI_OPTIONS,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={
             "max_epochs": -1,

@@ -1,9 +1,7 @@
 """The files `generate` writes are what other tools score: torch-fidelity's own FID of a folder of generated PNGs
 against a folder of real MNIST PNGs, in the package's MNIST-classifier features, equals the FID the package reports
-for the same checkpoint (FIDCallback with feature_extractor="mnist", the same seed and counts).
-
-The reference is ``FIDCallback.evaluate``, what ``lit_gans.evaluate`` reproduces; switch it to ``evaluate`` once
-that module exists."""
+for the same checkpoint (``lit-gans evaluate`` with FIDCallback(feature_extractor="mnist"), the same seed and
+counts)."""
 
 from __future__ import annotations
 
@@ -13,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import yaml
 from gan_testing import tiny_trainer_kwargs
 from lightning.pytorch import Trainer, seed_everything
 from PIL import Image
@@ -20,7 +19,8 @@ from PIL import Image
 from lit_gans import DCGAN
 from lit_gans.callbacks import FIDCallback, MNISTClassifier
 from lit_gans.datamodules import MNISTDataModule
-from lit_gans.generate import generate, load_model, png_bytes, to_uint8
+from lit_gans.evaluate import evaluate
+from lit_gans.generate import generate, png_bytes, to_uint8
 
 torch_fidelity = pytest.importorskip("torch_fidelity")
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase  # noqa: E402
@@ -87,15 +87,22 @@ def test_torch_fidelity_fid_of_generated_pngs_equals_the_packages_fid(mnist_dir,
 
     theirs = torch_fidelity_fid(fake_dir, real_dir)
 
-    # the package's FID of the same checkpoint: FIDCallback's fixed fakes (seed SEED) against the first NUM_REAL images
-    callback = FIDCallback("mnist", num_real=NUM_REAL, num_fake=NUM_FAKE, seed=SEED, cache_dir=tmp_path / "fid")
-    callback.setup(None, None, "fit")
+    # what `lit-gans evaluate` reports for the checkpoint with a config measuring FID on these counts and seed
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"class_path": "lit_gans.DCGAN"},
+        "data": {"class_path": "lit_gans.datamodules.MNISTDataModule",
+                 "init_args": {"data_dir": str(mnist_dir), "download": False, "batch_size": 64}},
+        "trainer": {"accelerator": "cpu", "callbacks": [{"class_path": "lit_gans.callbacks.FIDCallback", "init_args": {
+            "feature_extractor": "mnist", "num_real": NUM_REAL, "num_fake": NUM_FAKE, "seed": SEED,
+            "cache_dir": str(tmp_path / "fid")}}]},
+    }))  # fmt: skip
+    ours = evaluate(str(tmp_path / "mnist.ckpt"), str(config))["fid"]
     stub = SimpleNamespace(
         datamodule=data, global_rank=0, world_size=1, is_global_zero=True,
         strategy=SimpleNamespace(reduce=lambda t, reduce_op: t),
     )  # fmt: skip
-    ours = float(callback.evaluate(stub, load_model(tmp_path / "mnist.ckpt"))["fid"])
-    print(f"FID: torch-fidelity on the PNGs {theirs:.4f}, FIDCallback {ours:.4f}")
+    print(f"FID: torch-fidelity on the PNGs {theirs:.4f}, lit-gans evaluate {ours:.4f}")
     assert 1.0 < ours < 1e4  # a barely trained generator: far from the data, a finite distance
     assert theirs == pytest.approx(ours, rel=0.01)
 
