@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from data_testing import FONTS, write_cat_face
+from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from lit_gans.cli import main
 from lit_gans.datamodules import render_font_dataset
 from lit_gans.loggers import wandb_run_in_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
+#: one file per run (configs/*.yaml); the pieces they share (configs/trainer/*.yaml) are not runs
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+SHARED = sorted((REPO / "configs").glob("*/*.yaml"))
 
 
 def data_args(mnist_dir: Path) -> list[str]:
@@ -55,7 +61,14 @@ def test_every_config_runs_with_fast_dev_run(
     assert cli.model.image_shape == cli.datamodule.image_shape
     assert cli.model.critic_steps_since_generator.item() + cli.model.generator_step >= 1
     kinds = {type(c).__name__ for c in cli.trainer.callbacks}
-    assert {"FIDCallback", "DiversityMonitor", "GradientNormMonitor", "SampleGrid", "ModelCheckpoint"} <= kinds
+    expected = {"FIDCallback", "DiversityMonitor", "GradientNormMonitor", "SampleGrid", "BestCheckpoint", "LastCheckpoint"}
+    assert expected <= kinds
+    [fid] = [c for c in cli.trainer.callbacks if type(c).__name__ == "FIDCallback"]
+    [best] = [c for c in cli.trainer.callbacks if type(c).__name__ == "BestCheckpoint"]
+    assert best.monitor == fid.fid_key  # the best checkpoint is the best by the FID the run logs
+    # one device, one process: no process group (the configs leave the strategy to Lightning)
+    assert type(cli.trainer.strategy) is SingleDeviceStrategy
+    assert not (torch.distributed.is_available() and torch.distributed.is_initialized())
     # its checkpoint (hyperparameters, callback states) holds only tensors and plain types: Lightning resumes
     # with torch.load(weights_only=True)
     cli.trainer.save_checkpoint(tmp_path / "saved.ckpt")
@@ -222,3 +235,91 @@ def test_calligraphy_configs_train_without_inception_weights(config, calligraphy
     assert cli.trainer.state.finished
     [fid] = [c for c in cli.trainer.callbacks if type(c).__name__ == "FIDCallback"]
     assert fid.fid_key == "fid_classifier"  # the logged FID says which features it was computed in
+
+
+def resolved_config(args: list[str], capsys) -> dict:
+    """What ``lit-gans fit ARGS --print_config`` prints, as a dictionary."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args, "--print_config"])
+    assert exit_info.value.code in (None, 0)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_the_configs_folder_holds_one_file_per_run_and_the_trainers_they_share():
+    named = set()
+    for config in CONFIGS:
+        run = yaml.safe_load(config.read_text())
+        assert {"model", "data", "trainer"} <= run.keys(), config.name
+        assert isinstance(run["trainer"], str), f"{config.name}: the trainer is one of the shared files"
+        trainer = (config.parent / run["trainer"]).resolve()
+        assert trainer in SHARED, f"{config.name}: trainer: {run['trainer']} is not a file of configs/trainer/"
+        named.add(trainer)
+        assert config.read_text().startswith("# ") and f"--config configs/{config.name}" in config.read_text()
+    assert named == set(SHARED), "a shared file that no run uses"
+    for shared in SHARED:
+        assert not {"model", "data", "seed_everything"} & yaml.safe_load(shared.read_text()).keys(), shared.name
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_no_config_forces_a_strategy_or_names_its_wandb_run(config, capsys):
+    trainer = resolved_config(["--config", str(config)], capsys)["trainer"]
+    assert (trainer["strategy"], trainer["accelerator"], trainer["devices"]) == ("auto", "auto", "auto")
+    assert trainer["logger"]["init_args"]["name"] is None  # named after the config file when it runs
+    class_paths = [c["class_path"] for c in trainer["callbacks"]]
+    assert "lightning.pytorch.callbacks.ModelCheckpoint" not in class_paths  # it warns at every save
+    assert {"lit_gans.callbacks.BestCheckpoint", "lit_gans.callbacks.LastCheckpoint"} <= set(class_paths)
+
+
+def test_a_single_device_fit_from_a_shipped_config_starts_no_process_group(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = main(
+        [
+            "fit", "--config", str(REPO / "configs" / "dcgan_mnist.yaml"), *data_args(mnist_dir),
+            "--trainer.logger=false", "--trainer.fast_dev_run=true", "--model.init_args.generator_width=8",
+            "--model.init_args.discriminator_width=8",
+        ]
+    )  # fmt: skip
+    assert cli.trainer.state.finished
+    assert type(cli.trainer.strategy) is SingleDeviceStrategy
+    assert not (torch.distributed.is_available() and torch.distributed.is_initialized())
+
+
+def readme_fit_commands() -> list[list[str]]:
+    """The arguments of every ``lit-gans fit`` command in the README's shell blocks (continued lines joined)."""
+    text = (REPO / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if "lit-gans" in " ".join(words[:1]) and words[1:2] == ["fit"]:
+                commands.append(words[2:])
+    return commands
+
+
+def test_every_readme_fit_command_resolves_as_written(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)  # the README's commands run from the repository's root
+    commands = readme_fit_commands()
+    assert ["--config", "configs/dcgan_mnist.yaml"] in commands  # the main job
+    for command in commands:
+        config = resolved_config(command, capsys)
+        run = yaml.safe_load((REPO / command[command.index("--config") + 1]).read_text())
+        assert config["model"]["class_path"] == run["model"]["class_path"], command
+        assert config["trainer"]["callbacks"], command  # the shared trainer file was found and read
+
+
+def test_a_second_config_file_overrides_the_run_config(tmp_path, capsys):
+    # the example at the top of configs/trainer/mnist.yaml, as written there
+    header = (REPO / "configs" / "trainer" / "mnist.yaml").read_text().split("# with my_overrides.yaml\n")[1]
+    example = "".join(line[4:] + "\n" for line in header.splitlines() if line.startswith("#   "))
+    overrides = tmp_path / "my_overrides.yaml"
+    overrides.write_text(example)
+    run = REPO / "configs" / "dcgan_mnist.yaml"
+    base = resolved_config(["--config", str(run)], capsys)
+    both = resolved_config(["--config", str(run), "--config", str(overrides)], capsys)
+    assert (base["trainer"]["precision"], both["trainer"]["precision"]) == ("32-true", "bf16-mixed")
+    assert both["trainer"]["callbacks"][:-1] == base["trainer"]["callbacks"]  # appended to, not replaced
+    assert both["trainer"]["callbacks"][-1]["class_path"] == "lightning.pytorch.callbacks.LearningRateMonitor"
+    for key in ("logger", "log_every_n_steps", "max_epochs", "strategy"):  # the rest of the trainer is kept
+        assert both["trainer"][key] == base["trainer"][key], key
+    assert both["model"] == base["model"] and both["data"] == base["data"]

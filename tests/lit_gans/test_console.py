@@ -132,12 +132,13 @@ def test_lightnings_predict_says_what_to_use(command, capsys):
 
 def test_the_wandb_run_is_named_after_the_config(mnist_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     config = REPO / "configs" / "gan_mnist.yaml"
     cli = main(["fit", "--config", str(config), f"--data.init_args.data_dir={mnist_dir}", "--data.init_args.download=false",
-                "--model.init_args.max_generator_steps=1"])
+                "--model.init_args.max_generator_steps=1", "--trainer.logger.init_args.offline=true"])
     assert cli.trainer.logger.experiment.name == "gan_mnist"
     cli.trainer.logger.experiment.finish()  # else the next logger reuses this process's run
     named = main(["fit", "--config", str(config), f"--data.init_args.data_dir={mnist_dir}", "--data.init_args.download=false",
-                  "--model.init_args.max_generator_steps=1", "--trainer.logger.init_args.name=mine"])
+                  "--model.init_args.max_generator_steps=1", "--trainer.logger.init_args.offline=true",
+                  "--trainer.logger.init_args.name=mine"])
     assert named.trainer.logger.experiment.name == "mine"
