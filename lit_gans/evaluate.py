@@ -178,7 +178,7 @@ def evaluate(
 
     Example::
 
-        lit-gans evaluate --ckpt_path runs/best-fid-step=3000.ckpt --config configs/dcgan_mnist.yaml --num_fake 10000
+        lit-gans evaluate --ckpt_path runs/best-fid-generator_step=3000.ckpt --config configs/dcgan_mnist.yaml --num_fake 10000
 
     Args:
         ckpt_path: the checkpoint file to evaluate, or a folder (its newest valid checkpoint).
