@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_debug, rank_zero_info
 
 
 def prepare_trainer(trainer: Any) -> None:
@@ -76,12 +76,9 @@ def _require_ddp_unused_parameters(strategy: Any) -> None:
             "DDP with static_graph=True cannot train a GAN: the D and G backwards use different parameters. "
             "Use strategy='ddp_find_unused_parameters_true'."
         )
-    if not kwargs.get("find_unused_parameters"):
+    if not kwargs.get("find_unused_parameters"):  # what strategy="auto" gives on several devices: nothing to report
         kwargs["find_unused_parameters"] = True
-        rank_zero_info(
-            "lit_gans: enabled DDP find_unused_parameters=True (needed when G and D share one module); "
-            "pass strategy='ddp_find_unused_parameters_true' to make this explicit."
-        )
+        rank_zero_debug("lit_gans: enabled DDP find_unused_parameters=True (G and D share one module)")
 
 
 __all__ = ["preemption_checkpoint_path", "prepare_trainer", "save_preemption_checkpoint"]
