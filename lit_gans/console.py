@@ -190,8 +190,9 @@ class _DropLines(logging.Filter):
 
 def quiet_console() -> None:
     """Drop what a default ``lit-gans`` run printed without meaning anything to its user: Lightning's litlogger
-    advertisement and TPU/HPU lines, and a deprecation warning that Lightning's own ``_pytree`` module triggers in
-    torch (nothing a user can change). Idempotent."""
+    advertisement and TPU/HPU lines, a deprecation warning that Lightning's own ``_pytree`` module triggers in torch
+    (nothing a user can change), and the warning that an epoch is shorter than ``log_every_n_steps`` (for a GAN,
+    whose budget spans epochs, it is wrong: logging counts batches across epochs). Idempotent."""
     for name in ("lightning.pytorch", "lightning.fabric"):
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropLines) for f in log.filters):
@@ -200,6 +201,8 @@ def quiet_console() -> None:
             if not any(isinstance(f, _DropLines) for f in handler.filters):
                 handler.addFilter(_DropLines())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*is deprecated")
+    # logging counts batches across epochs, so a short epoch loses no logs (the losses of the bar are logged ones)
+    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval")
 
 
 __all__ = ["FitSummary", "GANProgressBar", "console_callbacks", "fit_header", "fit_summary", "quiet_console"]
