@@ -52,6 +52,12 @@ class GANCLI(LightningCLI):
     ``num_classes`` must then agree with the data's.
     """
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # validate/test/predict are lit-gans commands of their own (see COMMANDS, ALIASES): a GAN has no
+        # validation loss, and Lightning's help for them would describe what they do not do
+        return {"fit": LightningCLI.subcommands()["fit"]}
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
         parser.link_arguments(
@@ -280,6 +286,13 @@ NOT_FOR_GANS = {"predict": "a GAN predicts nothing from data: `lit-gans generate
                 "--output_dir DIR` writes its samples"}
 
 
+DESCRIPTION = (
+    "lit-gans fit trains a GAN (Lightning's Trainer, one yaml config). After training: `lit-gans generate` writes "
+    "a checkpoint's images (generate --help), `lit-gans evaluate` scores it with a config's metrics (evaluate "
+    "--help; `validate` and `test` are the same command)."
+)
+
+
 def run_command(name: str, args: list[str]) -> Any:
     """``lit-gans generate|evaluate ARGS``: parse ``args`` with jsonargparse from the function's signature and
     docstring (``--help`` lists them) and call it; ``evaluate`` also prints its metrics as a table."""
@@ -313,6 +326,7 @@ def _run(args: Optional[list[str]]) -> Any:
         ImageDataModule,
         **CLI_OPTIONS,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": DESCRIPTION},
         trainer_defaults={
             "max_epochs": -1,
             "logger": {"class_path": "lit_gans.loggers.WandbLogger"},

@@ -143,3 +143,11 @@ def test_the_wandb_run_is_named_after_the_config(mnist_dir, tmp_path, monkeypatc
                   "--model.init_args.max_generator_steps=1", "--trainer.logger.init_args.offline=true",
                   "--trainer.logger.init_args.name=mine"])
     assert named.trainer.logger.experiment.name == "mine"
+
+
+def test_the_top_level_help_names_the_after_training_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = capsys.readouterr().out
+    assert "lit-gans generate" in shown and "lit-gans evaluate" in shown
+    assert "{fit}" in shown  # validate/test/predict are lit-gans commands, not Lightning's loops
