@@ -106,11 +106,17 @@ def log_scalars(trainer: Trainer, pl_module: LightningModule, metrics: dict[str,
 
 
 def image_dir(trainer: Trainer) -> Path:
-    """Where PNG images go when no logger can show them: the first logger's folder, else the root dir."""
+    """This run's image folder (PNGs when no logger can show them, the grid's GIF): ``images`` in the first
+    logger's run folder (``log_dir``; for W&B ``<save_dir>/<project>/<run id>``, beside the checkpoints, so that
+    runs sharing a ``save_dir`` do not overwrite each other's), else in the root dir."""
     for logger in trainer.loggers:
-        folder = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
+        folder = getattr(logger, "log_dir", None)
         if folder:
             return Path(folder) / "images"
+        save_dir = getattr(logger, "save_dir", None)
+        if save_dir:
+            run = [str(part) for part in (logger.name, logger.version) if part not in (None, "")]
+            return Path(save_dir, *run) / "images"
     return Path(trainer.default_root_dir) / "images"
 
 

@@ -148,6 +148,9 @@ def fit_summary(trainer: Any, pl_module: Any, seconds: Optional[float] = None) -
         shown_by = [lg for lg in trainer.loggers if isinstance(lg, (WandbLogger, TensorBoardLogger))]
         where = "in the W&B run" if wandb is not None else f"in TensorBoard ({shown_by[0].log_dir})" if shown_by else None
         lines.append(f"  sample images: {where or image_dir(trainer)}")
+        gif = image_dir(trainer) / "samples_grid.gif"
+        if gif.exists():
+            lines.append(f"  samples over training: {gif}")
     return "\n".join(lines)
 
 
@@ -180,7 +183,10 @@ def console_callbacks(trainer: Any) -> list[Callback]:
 
 
 #: Lightning console lines a GAN user does not act on
-_QUIET_LINES = ("litlogger", "TPU available", "HPU available", "configure_callbacks` will override")
+_QUIET_LINES = (
+    "litlogger", "TPU available", "HPU available", "configure_callbacks` will override",
+    "distributed_backend=", "Initializing distributed:",  # the header line says how many processes
+)
 
 
 class _DropLines(logging.Filter):
@@ -188,11 +194,22 @@ class _DropLines(logging.Filter):
         return not any(part in str(record.msg) for part in _QUIET_LINES)
 
 
+def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    """A warning as one line, ``lit-gans: warning: <message>``, written above a progress bar rather than through
+    it, without the source file and line that Python's format adds (they name library code, not the user's)."""
+    from tqdm import tqdm
+
+    text = " ".join(str(message).split())
+    kind = "" if category in (UserWarning, Warning) else f" ({category.__name__})"
+    tqdm.write(f"lit-gans: warning{kind}: {text}", file=file or sys.stderr)
+
+
 def quiet_console() -> None:
     """Drop what a default ``lit-gans`` run printed without meaning anything to its user: Lightning's litlogger
     advertisement and TPU/HPU lines, a deprecation warning that Lightning's own ``_pytree`` module triggers in torch
     (nothing a user can change), and the warning that an epoch is shorter than ``log_every_n_steps`` (for a GAN,
-    whose budget spans epochs, it is wrong: logging counts batches across epochs). Idempotent."""
+    whose budget spans epochs, it is wrong: logging counts batches across epochs); other warnings print as one
+    line above the progress bar. Idempotent."""
     for name in ("lightning.pytorch", "lightning.fabric"):
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropLines) for f in log.filters):
@@ -200,9 +217,12 @@ def quiet_console() -> None:
         for handler in log.handlers:  # Lightning logs through its own handlers; records created below bypass logger filters
             if not any(isinstance(f, _DropLines) for f in handler.filters):
                 handler.addFilter(_DropLines())
+    warnings.showwarning = _show_warning
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*is deprecated")
     # logging counts batches across epochs, so a short epoch loses no logs (the losses of the bar are logged ones)
     warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval")
+    # a resumed fit continues in its own run's checkpoint folder, on purpose
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 __all__ = ["FitSummary", "GANProgressBar", "console_callbacks", "fit_header", "fit_summary", "quiet_console"]

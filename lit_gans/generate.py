@@ -24,7 +24,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from lit_gans.checkpoints import remove_stale_temporaries, resolve_checkpoint
+from lit_gans.checkpoints import TEMPORARY_FILE, remove_stale_temporaries
 from lit_gans.datamodules.preprocessing import atomic_write_bytes
 from lit_gans.gan import CLASS_NAMES_KEY, GAN, MODEL_CLASS_KEY
 from lit_gans.latent import interpolate, render_grid, to_uint8_image
@@ -36,9 +36,8 @@ NPZ_FILE = "images.npz"
 FORMATS = ("png", "npz")
 #: the interpolation GIF: paths (columns of each frame), keyframes per path, frame duration
 GIF_PATHS, GIF_KEYFRAMES, GIF_FRAME_MS = 8, 4, 80
-_NUMBERED_PNG = re.compile(r"^\d+\.png$")
+_NUMBERED_PNG = re.compile(r"^\d{6,}\.png$")  # generate's names: at least 6 digits
 _CLASS_FOLDER = re.compile(r"^\d+(_.*)?$")
-_TEMPORARY = re.compile(r"^\..+\.tmp-\d+$")
 _UNSAFE = re.compile(r"[^\w.-]+")  # \w is Unicode-aware: the calligraphy classes' characters are kept
 
 
@@ -65,10 +64,29 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # not a zip, truncated, a pickle of arbitrary objects
-        raise ValueError(f"ckpt_path={path} is not a readable checkpoint ({type(err).__name__}: {_one_line(err)[:300]})") from err
+        raise ValueError(f"ckpt_path={path} is not a checkpoint torch can read ({type(err).__name__})") from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"ckpt_path={path} is not a Lightning checkpoint (no state_dict in it)")
     return checkpoint
+
+
+def checkpoint_to_sample(folder: Union[str, os.PathLike]) -> Path:
+    """The checkpoint of a run's folder to sample from or evaluate: the newest ``best-*.ckpt``
+    (:class:`~lit_gans.checkpoints.BestCheckpoint`; GANs often get worse after their best step), else the newest
+    other ``*.ckpt`` (``last.ckpt``), skipping files that do not load (weights only: no optimizer state needed).
+
+    Raises:
+        FileNotFoundError: no loadable checkpoint in ``folder``.
+    """
+    folder = Path(folder)
+    files = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for candidate in [p for p in files if p.name.startswith("best-")] + [p for p in files if not p.name.startswith("best-")]:
+        try:
+            _read_checkpoint(candidate)
+        except ValueError:
+            continue
+        return candidate
+    raise FileNotFoundError(f"ckpt_path={folder}: no loadable *.ckpt file in this folder")
 
 
 def load_model(ckpt_path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu") -> GAN:
@@ -83,8 +101,8 @@ def load_model(ckpt_path: Union[str, os.PathLike], map_location: Union[str, torc
     it loaded (a folder's newest) as ``model.checkpoint_path``.
 
     Args:
-        ckpt_path: a checkpoint file, or a folder (its newest valid checkpoint,
-            :func:`~lit_gans.checkpoints.resolve_checkpoint`).
+        ckpt_path: a checkpoint file, or a run's checkpoint folder (its best checkpoint, else its newest:
+            :func:`checkpoint_to_sample`).
         map_location: the device to load the weights onto.
 
     Raises:
@@ -101,10 +119,7 @@ def load_model(ckpt_path: Union[str, os.PathLike], map_location: Union[str, torc
     if not path.exists():
         raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file or folder")
     if path.is_dir():
-        try:
-            path = resolve_checkpoint(path)
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f"ckpt_path={Path(ckpt_path)}: {_one_line(err)[:500]}") from err
+        path = checkpoint_to_sample(path)
     checkpoint = _read_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters") or {}
     class_path = checkpoint.get(MODEL_CLASS_KEY) or (hparams.get("_class_path") if isinstance(hparams, dict) else None)
@@ -239,15 +254,18 @@ def _write_file(path: Path, data: bytes) -> None:
 
 def _generated_entries(folder: Path) -> tuple[list[Path], list[Path]]:
     """``(what an earlier generate wrote, everything else)`` among the visible entries of ``folder``: the manifest,
-    the npz file, numbered PNGs, and class folders holding only numbered PNGs (and temporary files)."""
+    the npz file, numbered PNGs (6 digits or more), and class folders holding only those (and temporary files),
+    which must be the manifest's ``class_folders`` when there is a manifest (none: an interrupted run)."""
     generated, other = [], []
+    manifest = folder / MANIFEST
+    listed = set(json.loads(manifest.read_text()).get("class_folders") or []) if manifest.is_file() else None
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
             continue
         if entry.is_file() and (entry.name in (MANIFEST, NPZ_FILE) or _NUMBERED_PNG.match(entry.name)):
             generated.append(entry)
-        elif entry.is_dir() and _CLASS_FOLDER.match(entry.name) and all(
-            f.is_file() and (_NUMBERED_PNG.match(f.name) or _TEMPORARY.match(f.name)) for f in entry.iterdir()
+        elif entry.is_dir() and _CLASS_FOLDER.match(entry.name) and (listed is None or entry.name in listed) and all(
+            f.is_file() and (_NUMBERED_PNG.match(f.name) or TEMPORARY_FILE.match(f.name)) for f in entry.iterdir()
         ):
             generated.append(entry)
         else:
@@ -286,9 +304,12 @@ def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except RuntimeError as err:
         raise ValueError(f"device={device!r} is not a torch device ('cpu', 'cuda', 'cuda:1', 'auto')") from err
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: this machine has no CUDA GPU (use cpu or auto)")
+    return chosen
 
 
 # ---------------------------------------------------------------------------------------------- the command
@@ -320,8 +341,8 @@ def generate(
     run.
 
     Args:
-        ckpt_path: the checkpoint file, or a folder of checkpoints (its newest valid one). Any model class; the
-            checkpoint alone rebuilds it (``load_model``).
+        ckpt_path: the checkpoint file, or a run's checkpoint folder (its ``best-*.ckpt``, else its newest). Any
+            model class; the checkpoint alone rebuilds it (``load_model``).
         num_images: how many images to generate.
         output_dir: the folder to write into, created if missing. It must not already hold generated images
             (see ``overwrite``) nor, for PNGs, anything else.
@@ -381,9 +402,9 @@ def generate(
 
     z = model.sample_latent(num_images, generator=torch.Generator().manual_seed(seed))
     folders = class_folders(model.num_classes, model.class_names) if model.num_classes else []
-    if image_labels is not None:
+    if image_labels is not None and format == "png":
         missing = sorted(set(range(model.num_classes)) - set(image_labels.tolist()))
-        if format == "png" and missing:
+        if missing:
             warnings.warn(
                 f"lit_gans generate: {len(missing)} of the {model.num_classes} classes get no image (e.g. class "
                 f"{missing[0]}); ImageFolderDataModule(labels=True) numbers only the folders it finds, so it would not "

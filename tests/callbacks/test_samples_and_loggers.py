@@ -93,3 +93,16 @@ def test_a_conditional_models_grid_has_one_row_per_class_captioned_with_the_clas
     z = model.sample_noise[:4]
     expected = render_grid(torch.cat([model.sample(z=z, labels=0), model.sample(z=z, labels=1)]), nrow=4)
     assert np.array_equal(np.asarray(image), (expected.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+
+
+def test_each_wandb_run_keeps_its_own_gif_beside_its_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    gifs = []
+    for _ in range(2):
+        logger = WandbLogger(save_dir=str(tmp_path), project="p", offline=True)
+        samples = SampleGrid(every_n_generator_steps=2, num_images=4, nrow=2, interpolation=False, gif=True)
+        trainer = Trainer(**tiny_trainer_kwargs(logger=logger, callbacks=[samples]))
+        trainer.fit(tiny_dcgan(max_generator_steps=4), RandomImages(n=64))
+        gifs.append(tmp_path / "p" / logger.version / "images" / "samples_grid.gif")
+        logger.experiment.finish()
+    assert gifs[0] != gifs[1] and all(gif.exists() for gif in gifs)

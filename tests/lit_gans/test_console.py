@@ -59,6 +59,8 @@ def test_a_shipped_config_shows_steps_losses_fid_and_a_summary(mnist_dir, tmp_pa
     sync = re.search(r"`wandb sync (\S+)`", summary).group(1)
     assert (tmp_path / sync).is_dir()
     assert "sample images: in the W&B run" in summary
+    gif = tmp_path / re.search(r"samples over training: (\S+)", summary).group(1)
+    assert gif.exists() and gif.parent.parent == (tmp_path / best).parent.parent  # beside the run's checkpoints
 
 
 def test_the_bar_counts_generator_steps_from_a_resumed_step(tmp_path):

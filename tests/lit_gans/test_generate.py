@@ -290,11 +290,11 @@ def test_load_model_refuses_what_is_no_lit_gans_checkpoint_in_one_line(ckpts, tm
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError) as excinfo:
         load_model(tmp_path / "empty")
-    one_line_error(excinfo, "empty", "no valid checkpoint")
+    one_line_error(excinfo, "empty", "no loadable")
     (tmp_path / "text.ckpt").write_text("not a checkpoint\n")
     with pytest.raises(ValueError) as excinfo:
         load_model(tmp_path / "text.ckpt")
-    one_line_error(excinfo, "text.ckpt", "not a readable checkpoint")
+    one_line_error(excinfo, "text.ckpt", "not a checkpoint torch can read")
     torch.save({"state_dict": {}}, tmp_path / "anonymous.ckpt")
     with pytest.raises(ValueError) as excinfo:
         load_model(tmp_path / "anonymous.ckpt")
@@ -345,3 +345,37 @@ def test_the_command_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err == f"lit-gans: error: ckpt_path={tmp_path / 'nope.ckpt'}: no such checkpoint file or folder"
+
+
+def test_a_run_folder_gives_its_best_checkpoint_else_its_newest(ckpts, tmp_path):
+    import shutil
+    import time
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    shutil.copy(ckpts["plain"], folder / "best-fid-generator_step=2.ckpt")
+    time.sleep(0.01)
+    weights_only = torch.load(ckpts["ema"], weights_only=True)
+    for key in ("optimizer_states", "loops", "callbacks"):  # what resuming needs and sampling does not
+        weights_only.pop(key, None)
+    torch.save(weights_only, folder / "last.ckpt")
+    assert Path(load_model(folder).checkpoint_path).name == "best-fid-generator_step=2.ckpt"
+    (folder / "best-fid-generator_step=2.ckpt").write_bytes(b"truncated")
+    newest = load_model(folder)
+    assert Path(newest.checkpoint_path).name == "last.ckpt" and newest.generator_ema is not None
+
+
+def test_npz_of_a_conditional_model_makes_no_class_folders(ckpts, tmp_path):
+    out = tmp_path / "out"
+    run(ckpts["conditional"], out, n=4, labels=[0, 1, 2, 3], format="npz")
+    assert sorted(p.name for p in out.iterdir()) == ["generate.json", "images.npz"]
+
+
+def test_overwrite_leaves_folders_generate_did_not_write(ckpts, tmp_path):
+    out = tmp_path / "out"
+    run(ckpts["conditional"], out, n=4, labels=[0, 1, 2, 3], format="npz")
+    trip = out / "2024_trip"
+    trip.mkdir()
+    (trip / "001.png").write_bytes(b"a holiday photo")
+    run(ckpts["conditional"], out, n=4, labels=[0, 1, 2, 3], format="npz", overwrite=True)
+    assert (trip / "001.png").read_bytes() == b"a holiday photo"
