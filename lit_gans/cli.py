@@ -11,7 +11,6 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from lit_gans.checkpoints import resolve_checkpoint
 from lit_gans.console import quiet_console
 from lit_gans.datamodules import ImageDataModule
 from lit_gans.gan import GAN, NonFiniteLossError, preemption_checkpoint_path
+from lit_gans.generate import describe_checkpoint, import_class
 from lit_gans.loggers import wandb_run_in_checkpoint
 
 PACKAGE_DIRS = tuple(str(Path(m.__file__).parent) for m in (lit_gans, lit_gans.callbacks, lit_gans.datamodules))
@@ -154,7 +154,7 @@ def apply_checkpoint_hyperparameters(model_config: Namespace, checkpoint_path: s
     stored = dict(torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters") or {})
     class_path = stored.pop("_class_path", None)
     stored.pop("_instantiator", None)
-    if class_path is not None and _class(class_path) is not _class(model_config.class_path):
+    if class_path is not None and import_class(class_path) is not import_class(model_config.class_path):
         raise ValueError(
             f"--ckpt_path={checkpoint_path} holds a {class_path}, but the config's model is {model_config.class_path}"
         )
@@ -203,7 +203,7 @@ def continue_wandb_run(logger_config: Any, checkpoint_path: str) -> None:
     if run is None:
         return
     for entry in logger_config if isinstance(logger_config, list) else [logger_config]:
-        if not isinstance(entry, Namespace) or not issubclass(_class(entry.class_path), LightningWandbLogger):
+        if not isinstance(entry, Namespace) or not issubclass(import_class(entry.class_path), LightningWandbLogger):
             continue
         init_args = entry.get("init_args") or Namespace()
         project = init_args.get("project") or os.environ.get("WANDB_PROJECT")
@@ -221,16 +221,11 @@ def name_wandb_run(logger_config: Any, name: str) -> None:
     """Name an unnamed W&B run after the run's config file (the first ``--config``: ``dcgan_mnist``), so that the
     shared trainer files need no per-run name."""
     for entry in logger_config if isinstance(logger_config, list) else [logger_config]:
-        if isinstance(entry, Namespace) and issubclass(_class(entry.class_path), LightningWandbLogger):
+        if isinstance(entry, Namespace) and issubclass(import_class(entry.class_path), LightningWandbLogger):
             init_args = entry.get("init_args") or Namespace()
             if not init_args.get("name"):
                 init_args["name"] = name
                 entry["init_args"] = init_args
-
-
-def _class(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
 
 
 def _user_error(err: BaseException) -> Optional[BaseException]:
@@ -293,23 +288,32 @@ DESCRIPTION = (
 )
 
 
-def run_command(name: str, args: list[str]) -> Any:
+def run_command(name: str, args: list[str], prog: str) -> Any:
     """``lit-gans generate|evaluate ARGS``: parse ``args`` with jsonargparse from the function's signature and
-    docstring (``--help`` lists them) and call it; ``evaluate`` also prints its metrics as a table."""
-    from jsonargparse import ArgumentParser
+    docstring (``--help`` lists them) and call it; say what it wrote or print the metrics as a table."""
+    from jsonargparse import ArgumentError, ArgumentParser
 
-    function = _class(COMMANDS[name])
-    parser = ArgumentParser(prog=f"lit-gans {name}", description=(function.__doc__ or "").split("\n\n")[0])
+    function = import_class(COMMANDS[name])
+    parser = ArgumentParser(prog=f"lit-gans {prog}", description=(function.__doc__ or "").split("\n\n")[0],
+                            exit_on_error=False)  # fmt: skip
     skip = set()
     if name == "evaluate":  # repeatable, like fit's: shared files first, overrides after
         parser.add_argument("-c", "--config", action="append", required=True, help="a fit config (repeatable)")
         skip.add("config")
-    parser.add_function_arguments(function, skip=skip, fail_untyped=False)
-    result = function(**parser.parse_args(args).as_dict())
+    parser.add_function_arguments(function, skip=skip, fail_untyped=False, as_group=False)
+    try:
+        kwargs = parser.parse_args(args).as_dict()
+    except ArgumentError as err:
+        message = " ".join(str(err).split())
+        raise ValueError(f"{prog}: {message} (lit-gans {prog} --help lists the options)") from None
+    result = function(**kwargs)
     if name == "evaluate":
         from lit_gans.evaluate import format_metrics
 
+        print(f"lit-gans: {describe_checkpoint(kwargs['ckpt_path'])}")
         print(format_metrics(result))
+    else:
+        print(f"lit-gans: wrote {kwargs['num_images']} images to {result} from {describe_checkpoint(kwargs['ckpt_path'])}")
     return result
 
 
@@ -320,7 +324,11 @@ def _run(args: Optional[list[str]]) -> Any:
     if command in NOT_FOR_GANS:
         raise ValueError(f"`lit-gans {command}` is not for GANs: {NOT_FOR_GANS[command]}")
     if command in COMMANDS:
-        return run_command(command, argv[1:])
+        return run_command(command, argv[1:], prog=argv[0])
+    if command is not None and not command.startswith("-") and command != "fit":
+        raise ValueError(
+            f"no command {command!r}: use fit, generate or evaluate (validate and test are evaluate); lit-gans --help"
+        )
     return GANCLI(
         GAN,
         ImageDataModule,

@@ -33,11 +33,11 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities.seed import isolate_rng
 
 from lit_gans.callbacks.base import MetricCallback
-from lit_gans.cli import CLI_OPTIONS, GANCLI, _class
+from lit_gans.cli import CLI_OPTIONS, GANCLI
 from lit_gans.datamodules import ImageDataModule
 from lit_gans.datamodules.preprocessing import atomic_write_bytes
 from lit_gans.gan import GAN
-from lit_gans.generate import load_model
+from lit_gans.generate import import_class, load_model
 
 #: what the config's trainer becomes for an evaluation: one process on one device, no logger, no progress bar, no
 #: global seeding (each metric is seeded on its own, see :func:`evaluate`)
@@ -50,8 +50,6 @@ EVALUATION_ARGS = (
     "--trainer.enable_model_summary=false",
     "--seed_everything=false",
 )
-#: the flags of :func:`evaluate` that override the metric callbacks' settings (see ``evaluation_settings``)
-SETTING_FLAGS = ("num_fake", "num_real", "num_per_class", "batch_size", "seed", "ema")
 
 
 def is_metric_callback(callback: Any) -> bool:
@@ -91,6 +89,12 @@ class EvaluationCLI(GANCLI):
             elif not is_metric_callback(entry):
                 continue
             kept.append(entry)
+        classes = [import_class(e.class_path) if isinstance(e, Namespace) else type(e) for e in kept]
+        taken = {flag for cls in classes for flag in getattr(cls, "evaluation_settings", {})}
+        unused = [f"--{flag}" for flag in self._overrides if flag not in taken]
+        if unused and kept:  # a flag that changes nothing is a mistake the user should hear of
+            names = ", ".join(sorted({cls.__name__ for cls in classes}))
+            raise ValueError(f"{', '.join(unused)}: no metric callback of the config takes it (the config has {names})")
         if not kept:
             raise ValueError(
                 "the config has no metric callback in trainer.callbacks (FIDCallback, DiversityMonitor, "
@@ -101,15 +105,19 @@ class EvaluationCLI(GANCLI):
 
 def _import(class_path: str, what: str) -> Any:
     try:
-        return _class(class_path)
+        return import_class(class_path)
     except (ImportError, AttributeError, ValueError):
         raise ValueError(f"{what}: cannot import {class_path!r}") from None
 
 
-def build_cli(configs: list[str], args: list[str] = (), overrides: Optional[dict[str, Any]] = None) -> EvaluationCLI:
+def build_cli(
+    configs: list[str], args: list[str] = (), overrides: Optional[dict[str, Any]] = None, model_class: str = "lit_gans.GAN"
+) -> EvaluationCLI:
     """Parse and instantiate ``configs`` (and extra command-line ``args``) as ``lit-gans fit`` does, for an
-    evaluation (:data:`EVALUATION_ARGS`), without running anything. A parse error is a ValueError."""
-    command = [arg for config in configs for arg in ("--config", str(config))] + [*EVALUATION_ARGS, *args]
+    evaluation (:data:`EVALUATION_ARGS`), without running anything; ``model_class`` stands in for a config
+    without a model (the checkpoint's class: the CLI links the data into a model). A parse error is a ValueError."""
+    command = ["--model", model_class] + [arg for config in configs for arg in ("--config", str(config))]
+    command += [*EVALUATION_ARGS, *args]
     try:
         with warnings.catch_warnings():  # `lit-gans evaluate`'s own command line is not this parser's
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -217,7 +225,7 @@ def evaluate(
         model = load_model(ckpt_path)  # first: a missing or unreadable checkpoint fails before parsing
         if ema and getattr(model, "generator_ema", None) is None:
             raise ValueError(f"ema=True: {ckpt_path} holds no weight-averaged generator (generator_ema_decay)")
-        cli = build_cli(configs, args, overrides)
+        cli = build_cli(configs, args, overrides, f"{type(model).__module__}.{type(model).__qualname__}")
         trainer, datamodule = cli.trainer, cli.datamodule
         check_compatible(model, datamodule, ckpt_path)
         callbacks = [c for c in trainer.callbacks if is_metric_callback(c)]

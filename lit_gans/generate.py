@@ -46,7 +46,7 @@ def _one_line(text: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def _import_class(class_path: str) -> Any:
+def import_class(class_path: str) -> Any:
     """The object ``class_path`` names (``package.module.Class``, nested qualnames too)."""
     parts = class_path.split(".")
     for split in range(len(parts) - 1, 0, -1):
@@ -89,6 +89,14 @@ def checkpoint_to_sample(folder: Union[str, os.PathLike]) -> Path:
     raise FileNotFoundError(f"ckpt_path={folder}: no loadable *.ckpt file in this folder")
 
 
+def describe_checkpoint(ckpt_path: Union[str, os.PathLike]) -> str:
+    """``<file> (generator step N)``: which checkpoint a run folder or file means, for the commands' output."""
+    path = Path(ckpt_path)
+    path = checkpoint_to_sample(path) if path.is_dir() else path
+    steps = _read_checkpoint(path)["state_dict"].get("generator_steps")
+    return f"{path} (generator step {int(steps)})" if steps is not None else str(path)
+
+
 def load_model(ckpt_path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu") -> GAN:
     """Rebuild the model of a checkpoint from the file alone, with no config: any :class:`~lit_gans.GAN` of the
     package (conditional, with a weight-averaged generator, written by ``lit-gans fit`` or by a Python
@@ -129,7 +137,7 @@ def load_model(ckpt_path: Union[str, os.PathLike], map_location: Union[str, torc
             "hyper_parameters['_class_path'])"
         )
     try:
-        cls = _import_class(class_path)
+        cls = import_class(class_path)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"ckpt_path={path} names the model class {class_path}, which cannot be imported ({_one_line(err)})") from err
     if not (isinstance(cls, type) and issubclass(cls, GAN)):
@@ -510,4 +518,7 @@ def write_interpolation_gif(
     return path
 
 
-__all__ = ["class_folders", "generate", "load_model", "png_bytes", "resolve_labels", "to_uint8", "write_interpolation_gif"]
+__all__ = [
+    "checkpoint_to_sample", "class_folders", "describe_checkpoint", "generate", "import_class", "load_model", "png_bytes", "resolve_labels", "to_uint8",
+    "write_interpolation_gif",
+]

@@ -190,3 +190,39 @@ def test_the_command_prints_the_table_and_writes_the_json(command, trained, tmp_
     assert printed[-len(results) - 1:] == format_metrics(results).splitlines()
     assert json.loads(out.read_text()) == pytest.approx(results)
     assert results["fid"] == pytest.approx(trained["logged"]["fid"], rel=1e-3)
+
+
+def test_a_config_without_a_model_and_what_the_command_prints(trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LIT_GANS_CACHE", str(trained["root"] / "fit-cache"))
+    config = yaml.safe_load(trained["config"].read_text())
+    del config["model"]  # the model is the checkpoint's
+    data_only = tmp_path / "data_only.yaml"
+    data_only.write_text(yaml.safe_dump(config))
+    results = main(["evaluate", "--ckpt_path", str(Path(trained["ckpt"]).parent), "--config", str(data_only)])
+    assert results["fid"] == pytest.approx(trained["logged"]["fid"], rel=1e-3)
+    header = capsys.readouterr().out.splitlines()[-len(results) - 2]
+    step = int(torch.load(trained["ckpt"], weights_only=True)["state_dict"]["generator_steps"])
+    assert header == f"lit-gans: {trained['ckpt']} (generator step {step})"  # the folder's best checkpoint
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--num_fake", "many"], ["evaluate:", "num_fake", "--help"]),
+        (["--data.init_args.data_dir=/x"], ["evaluate:", "data.init_args.data_dir"]),
+        (["--num_per_class", "5"], ["--num_per_class", "no metric callback", "DiversityMonitor", "FIDCallback"]),
+    ],
+)
+def test_command_mistakes_are_one_line(args, words, trained, monkeypatch, capsys):
+    monkeypatch.setenv("LIT_GANS_CACHE", str(trained["root"] / "fit-cache"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--ckpt_path", trained["ckpt"], "--config", str(trained["config"]), *args])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err and err.startswith("lit-gans: error: "), err
+    assert all(word in err for word in words), err
+
+
+def test_an_unknown_command_is_one_line(capsys):
+    with pytest.raises(SystemExit):
+        main(["generat", "--ckpt_path", "x"])
+    assert capsys.readouterr().err.strip().startswith("lit-gans: error: no command 'generat': use fit, generate")

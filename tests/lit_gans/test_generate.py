@@ -335,6 +335,8 @@ def test_the_command_writes_what_the_function_writes(ckpts, tmp_path, capsys):
     main(["generate", "--ckpt_path", str(ckpts["conditional"]), "--num_images", "12", "--output_dir",
           str(tmp_path / "command"), "--labels", "[1, 2]", "--seed", "5", "--device", "cpu", "--progress", "false"])
     assert pngs(tmp_path / "command") == pngs(tmp_path / "function") and len(pngs(tmp_path / "function")) == 12
+    said = capsys.readouterr().out.strip().splitlines()[-1]
+    assert said == f"lit-gans: wrote 12 images to {tmp_path / 'command'} from {ckpts['conditional']} (generator step 2)"
 
 
 def test_the_command_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
