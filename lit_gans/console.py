@@ -102,6 +102,11 @@ class FitSummary(Callback):
             sys.stdout.flush()  # after the progress bar's last line
             rank_zero_info(fit_summary(trainer, pl_module, time.monotonic() - self._started))
 
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:  # Ctrl-C: where it got, how to go on
+            sys.stdout.flush()
+            rank_zero_info(fit_summary(trainer, pl_module, time.monotonic() - self._started, interrupted=True))
+
 
 def fit_header(trainer: Any, pl_module: Any) -> str:
     """One line at the start of a fit: what trains on what, how big, for how long, where (the CLI shows it instead
@@ -124,14 +129,20 @@ def fit_header(trainer: Any, pl_module: Any) -> str:
     )
 
 
-def fit_summary(trainer: Any, pl_module: Any, seconds: Optional[float] = None) -> str:
-    """The end-of-fit summary as text (see :class:`FitSummary`)."""
+def fit_summary(trainer: Any, pl_module: Any, seconds: Optional[float] = None, interrupted: bool = False) -> str:
+    """The end-of-fit summary as text (see :class:`FitSummary`); ``interrupted``: a fit stopped by Ctrl-C, with
+    the command-line option that resumes it from its last checkpoint."""
     from lit_gans.callbacks import FIDCallback, SampleGrid
     from lit_gans.callbacks.base import image_dir
 
     step, budget = int(pl_module.generator_step), pl_module.max_generator_steps
     took = f" in {_duration(seconds)}" if seconds is not None else ""
-    lines = [f"lit-gans: fit ended at generator step {step}" + (f" of {budget}" if budget else "") + took]
+    ended = "was interrupted" if interrupted else "ended"
+    lines = [f"lit-gans: fit {ended} at generator step {step}" + (f" of {budget}" if budget else "") + took]
+    if interrupted:
+        last = [c.last_model_path for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.last_model_path]
+        if last and Path(last[0]).exists():
+            lines.append(f"  resume with --ckpt_path {Path(last[0]).parent} (its newest checkpoint)")
     for fid in (c for c in trainer.callbacks if isinstance(c, FIDCallback)):
         if fid.best_fid is not None:
             lines.append(f"  best {fid.fid_key}: {fid.best_fid:.4g} at generator step {fid.best_step}")

@@ -153,3 +153,32 @@ def test_the_top_level_help_names_the_after_training_commands(capsys):
     shown = capsys.readouterr().out
     assert "lit-gans generate" in shown and "lit-gans evaluate" in shown
     assert "{fit}" in shown  # validate/test/predict are lit-gans commands, not Lightning's loops
+
+
+def test_ctrl_c_prints_where_the_fit_got_and_how_to_resume(tmp_path, monkeypatch):
+    import signal
+
+    from lightning.pytorch import Callback
+
+    from lit_gans import console
+    from lit_gans.callbacks import LastCheckpoint
+
+    class CtrlC(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if pl_module.generator_step == 5:
+                raise KeyboardInterrupt
+
+    printed = []
+    monkeypatch.setattr(console, "rank_zero_info", printed.append)
+    handler = signal.getsignal(signal.SIGINT)  # Lightning ignores SIGINT while it shuts down
+    last = LastCheckpoint(dirpath=tmp_path, every_n_generator_steps=2, every_n_minutes=None)
+    trainer = Trainer(**tiny_trainer_kwargs(callbacks=[last, CtrlC()], enable_checkpointing=True))
+    try:
+        with pytest.raises(SystemExit):
+            trainer.fit(DCGAN(**TINY, max_generator_steps=100), RandomImages(n=128))
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    summary = printed[-1].splitlines()
+    assert summary[0].startswith("lit-gans: fit was interrupted at generator step 5 of 100")
+    assert summary[1] == f"  resume with --ckpt_path {tmp_path} (its newest checkpoint)"
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]["generator_steps"] == 4
