@@ -205,14 +205,14 @@ class _DropLines(logging.Filter):
         return not any(part in str(record.msg) for part in _QUIET_LINES)
 
 
-def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-    """A warning as one line, ``lit-gans: warning: <message>``, written above a progress bar rather than through
-    it, without the source file and line that Python's format adds (they name library code, not the user's)."""
-    from tqdm import tqdm
-
+def _format_warning(message: Any, category: type, filename: str, lineno: int, line: Any = None) -> str:
+    """A warning as one line, ``lit-gans: warning: <message>``, without the source file and line Python's format
+    adds (they name library code, not the user's); on a terminal it first clears the progress bar's line, which
+    the bar redraws below it."""
     text = " ".join(str(message).split())
     kind = "" if category in (UserWarning, Warning) else f" ({category.__name__})"
-    tqdm.write(f"lit-gans: warning{kind}: {text}", file=file or sys.stderr)
+    clear = "\r\x1b[K" if sys.stderr.isatty() else ""
+    return f"{clear}lit-gans: warning{kind}: {text}\n"
 
 
 def quiet_console() -> None:
@@ -220,7 +220,7 @@ def quiet_console() -> None:
     advertisement and TPU/HPU lines, a deprecation warning that Lightning's own ``_pytree`` module triggers in torch
     (nothing a user can change), and the warning that an epoch is shorter than ``log_every_n_steps`` (for a GAN,
     whose budget spans epochs, it is wrong: logging counts batches across epochs); other warnings print as one
-    line above the progress bar. Idempotent."""
+    line. Idempotent."""
     for name in ("lightning.pytorch", "lightning.fabric"):
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropLines) for f in log.filters):
@@ -228,7 +228,7 @@ def quiet_console() -> None:
         for handler in log.handlers:  # Lightning logs through its own handlers; records created below bypass logger filters
             if not any(isinstance(f, _DropLines) for f in handler.filters):
                 handler.addFilter(_DropLines())
-    warnings.showwarning = _show_warning
+    warnings.formatwarning = _format_warning  # not showwarning: warnings recorded by catch_warnings stay recorded
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*is deprecated")
     # logging counts batches across epochs, so a short epoch loses no logs (the losses of the bar are logged ones)
     warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval")
