@@ -182,3 +182,17 @@ def test_ctrl_c_prints_where_the_fit_got_and_how_to_resume(tmp_path, monkeypatch
     assert summary[0].startswith("lit-gans: fit was interrupted at generator step 5 of 100")
     assert summary[1] == f"  resume with --ckpt_path {tmp_path} (its newest checkpoint)"
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]["generator_steps"] == 4
+
+
+def test_warnings_print_as_one_line_and_are_still_recorded(monkeypatch):
+    import warnings
+
+    from lit_gans.console import quiet_console
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    quiet_console()
+    assert warnings.formatwarning("mode collapse\n  at step 500", UserWarning, "/site/x.py", 3) == (
+        "lit-gans: warning: mode collapse at step 500\n"
+    )
+    with pytest.warns(UserWarning, match="recorded"):
+        warnings.warn("recorded")
