@@ -234,16 +234,19 @@ def format_summary(summary: dict[str, Any]) -> str:
     return f"{text}; flagged: {flags}" if flags else text
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file, nothing, or the complete new file:
-    a temporary file in the same folder, fsync'ed, then renamed over ``path`` (atomic on POSIX and Windows)."""
+    a temporary file in the same folder, fsync'ed, then renamed over ``path`` (atomic on POSIX and Windows).
+    ``fsync=False`` skips the wait for the disk (thousands of generated images): a crash can then lose the file,
+    never leave a partial one under ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -245,21 +245,6 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """``data`` to ``path`` through a temporary file renamed over it, as
-    :func:`~lit_gans.datamodules.preprocessing.atomic_write_bytes` (the same temporary names, so
-    :func:`~lit_gans.checkpoints.remove_stale_temporaries` cleans up after a kill) but without its fsync: no
-    partial file is ever visible under the final name, and thousands of images do not wait for the disk each."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _generated_entries(folder: Path) -> tuple[list[Path], list[Path]]:
     """``(what an earlier generate wrote, everything else)`` among the visible entries of ``folder``: the manifest,
     the npz file, numbered PNGs (6 digits or more), and class folders holding only those (and temporary files),
@@ -438,7 +423,7 @@ def generate(
                 for offset, image in enumerate(images):
                     index = start + offset
                     target = folder if chunk_labels is None else folder / folders[int(chunk_labels[offset])]
-                    _write_file(target / f"{index:0{width}d}.png", png_bytes(image))
+                    atomic_write_bytes(target / f"{index:0{width}d}.png", png_bytes(image), fsync=False)
             bar.update(len(images))
     result = folder
     if format == "npz":
