@@ -21,7 +21,9 @@ from lit_gans.loggers import wandb_run_in_checkpoint
 REPO = Path(__file__).resolve().parents[2]
 #: one file per run (configs/*.yaml); the pieces they share (configs/trainer/*.yaml) are not runs
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-SHARED = sorted((REPO / "configs").glob("*/*.yaml"))
+SHARED = sorted((REPO / "configs" / "trainer").glob("*.yaml"))
+#: the callbacks every run shares, one file each, named by path in the trainer files
+SHARED_CALLBACKS = sorted((REPO / "configs" / "callbacks").glob("*.yaml"))
 
 
 def data_args(mnist_dir: Path) -> list[str]:
@@ -257,6 +259,9 @@ def test_the_configs_folder_holds_one_file_per_run_and_the_trainers_they_share()
         named.add(trainer)
         assert config.read_text().startswith("# ") and f"--config configs/{config.name}" in config.read_text()
     assert named == set(SHARED), "a shared file that no run uses"
+    for callback in SHARED_CALLBACKS:  # each shared callback is named by every trainer file
+        for trainer in SHARED:
+            assert f"../callbacks/{callback.name}" in yaml.safe_load(trainer.read_text())["callbacks"], trainer.name
     for shared in SHARED:
         assert not {"model", "data", "seed_everything"} & yaml.safe_load(shared.read_text()).keys(), shared.name
 
