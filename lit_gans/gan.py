@@ -47,7 +47,12 @@ from lit_gans.networks.layers import has_batchnorm, spectral_norm_
 from lit_gans.objectives import NonSaturatingLoss, Objective
 from lit_gans.regularizers import check_penalty_precision, r1_penalty
 from lit_gans.step import TrainingStep, split_batch
-from lit_gans.trainer_plumbing import preemption_checkpoint_path, prepare_trainer, save_preemption_checkpoint
+from lit_gans.trainer_plumbing import (
+    SaveOnSigterm,
+    preemption_checkpoint_path,
+    prepare_trainer,
+    save_preemption_checkpoint,
+)
 from lit_gans.validation import check_choice, check_float, check_int
 
 #: checkpoint keys naming the model's class and its classes' names, so that a checkpoint alone rebuilds the model
@@ -714,7 +719,9 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
             )
         if self.r1_penalty_weight and self.trainer.state.fn == "fit":
             check_penalty_precision(self.trainer, f"the R1 penalty (r1_penalty_weight={self.r1_penalty_weight})")
-        return console_callbacks(self.trainer) if self._trainer is not None else []
+        if self._trainer is None or self.trainer.state.fn != "fit":
+            return []
+        return [*console_callbacks(self.trainer), SaveOnSigterm()]
 
     def setup(self, stage: str) -> None:
         prepare_trainer(self.trainer)

@@ -7,9 +7,11 @@ import os
 from typing import Any
 
 import torch
+from lightning.pytorch import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_debug
 
 
@@ -29,6 +31,17 @@ def save_preemption_checkpoint(trainer: Any, generator_step: int) -> None:
     path = preemption_checkpoint_path(trainer)
     trainer.save_checkpoint(path)
     rank_zero_info(f"lit_gans: SIGTERM received, saved {path} at generator step {generator_step}")
+
+
+class SaveOnSigterm(Callback):
+    """The preemption checkpoint when Lightning stops a fit for SIGTERM at a point the engine's per-batch check
+    has already passed: after the last hook of a batch, or at an epoch's end. (Lightning checks the signal there
+    and stops with ``SIGTERMException``; the state is that of a completed batch.)"""
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and not getattr(pl_module, "_preemption_saved", True):
+            pl_module._preemption_saved = True
+            save_preemption_checkpoint(trainer, pl_module.generator_step)
 
 
 def preemption_checkpoint_path(trainer: Any) -> str:
@@ -82,4 +95,4 @@ def _require_ddp_unused_parameters(strategy: Any) -> None:
         rank_zero_debug("lit_gans: enabled DDP find_unused_parameters=True (G and D share one module)")
 
 
-__all__ = ["preemption_checkpoint_path", "prepare_trainer", "save_preemption_checkpoint"]
+__all__ = ["SaveOnSigterm", "preemption_checkpoint_path", "prepare_trainer", "save_preemption_checkpoint"]

@@ -334,3 +334,22 @@ def test_rollback_restores_the_schedulers_and_the_lowered_rate_survives_their_st
     assert model.generator_step > 6
     assert [opt.optimizer.param_groups[0]["lr"] for opt in model.optimizers()] == pytest.approx([2e-4 * 0.5] * 2)
     assert [s.base_lrs[0] for s in model._lr_scheduler_list()] == pytest.approx([2e-4 * 0.5] * 2)
+
+
+def test_sigterm_at_an_epochs_end_still_saves_the_checkpoint(tmp_path):
+    """Lightning also checks for SIGTERM at an epoch's end, after the engine's per-batch check: a signal arriving
+    there stopped the fit without the preemption checkpoint."""
+    from lit_gans.checkpoints import LastCheckpoint
+
+    class SigtermAtEpochEnd(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                trainer._signal_connector.received_sigterm = True  # what Lightning's SIGTERM handler sets
+
+    last = LastCheckpoint(dirpath=tmp_path, every_n_generator_steps=None, every_n_minutes=None)
+    model = DCGAN(**TINY, max_generator_steps=1000)
+    trainer = Trainer(**tiny_trainer_kwargs(callbacks=[last, SigtermAtEpochEnd()], enable_checkpointing=True))
+    with pytest.raises(SystemExit):  # Lightning's SIGTERMException
+        trainer.fit(model, RandomImages(n=64, batch_size=8))
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert int(saved["state_dict"]["generator_steps"]) == model.generator_step == 16  # two epochs of 8 batches
