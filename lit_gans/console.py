@@ -181,10 +181,8 @@ def _duration(seconds: float) -> str:
 
 
 def console_callbacks(trainer: Any) -> list[Callback]:
-    """What the engine adds to a fit (``configure_callbacks``): the :class:`GANProgressBar` in place of Lightning's
+    """What the engine adds to a fit (``configure_callbacks``, for ``fit`` only): the :class:`GANProgressBar` in place of Lightning's
     default bar (not of a bar the user chose, nor when the bar is disabled) and the :class:`FitSummary`."""
-    if trainer.state.fn != "fit":
-        return []
     added: list[Callback] = []
     if type(trainer.progress_bar_callback) is TQDMProgressBar:  # Lightning's default; the model's replaces it
         added.append(GANProgressBar(refresh_rate=trainer.progress_bar_callback.refresh_rate))

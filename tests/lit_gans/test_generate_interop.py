@@ -11,10 +11,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch_fidelity  # a dependency of the package: no skip
 import yaml
 from gan_testing import tiny_trainer_kwargs
 from lightning.pytorch import Trainer, seed_everything
 from PIL import Image
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from lit_gans import DCGAN
 from lit_gans.callbacks import FIDCallback, MNISTClassifier
@@ -22,9 +25,6 @@ from lit_gans.datamodules import MNISTDataModule
 from lit_gans.evaluate import evaluate
 from lit_gans.generate import generate, png_bytes, to_uint8
 
-torch_fidelity = pytest.importorskip("torch_fidelity")
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase  # noqa: E402
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY  # noqa: E402
 
 NUM_FAKE, NUM_REAL, SEED = 500, 1000, 1234
 EXTRACTOR = "lit-gans-mnist"
