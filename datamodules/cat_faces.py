@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -20,7 +22,14 @@ import numpy as np
 from PIL import Image
 
 from lit_gans.datamodules.image_folder import CachedImageDataModule
-from lit_gans.datamodules.preprocessing import SourceFile, Skipped, list_files, open_image, to_chw_uint8
+from lit_gans.datamodules.preprocessing import (
+    SourceFile,
+    Skipped,
+    left_out_summary,
+    open_image,
+    scan_folder,
+    to_chw_uint8,
+)
 from lit_gans.validation import check_choice, check_int
 
 GRAY = (128, 128, 128)
@@ -99,8 +108,12 @@ def load_cat_face(item: tuple[SourceFile, Optional[SourceFile]], image_size: int
     if annotation is None:
         raise Skipped("missing_annotation", f"no {source.name}.cat beside {source}")
     try:
-        text = annotation.read_bytes().decode("ascii")
-    except (OSError, UnicodeDecodeError) as err:
+        data = annotation.read_bytes()
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as err:  # also a dangling symlink
+        raise Skipped("unreadable_file", f"{annotation}: {err}") from err
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError as err:
         raise Skipped("malformed_annotation", f"{annotation}: {err}") from err
     points = parse_cat_annotation(text)
     face = crop_cat_face(open_image(source, "RGB"), points, min_size, border)
@@ -169,7 +182,7 @@ class CatFacesDataModule(CachedImageDataModule):
         self.download = download
 
     def prepare_data(self) -> Path:
-        if self.download and not (self.data_dir.is_dir() and list_files(self.data_dir, (".jpg",))):
+        if self.download and not (self.data_dir.is_dir() and scan_folder(self.data_dir).files):
             self.download_dataset()
         return super().prepare_data()
 
@@ -198,13 +211,16 @@ class CatFacesDataModule(CachedImageDataModule):
         }
 
     def collect_inputs(self) -> tuple[list[Any], list[int], list[str], list[SourceFile], dict[str, Any]]:
-        files = list_files(self.data_dir, (".jpg", ".jpg.cat"))
+        # every file that is not a known non-image file is an image to decode, whatever its name (the annotation
+        # names its image: 00000001_000.jpg.cat); the .cat files are the annotations, other sidecars are counted
+        listing = scan_folder(self.data_dir)
+        images = listing.files
+        annotation_files = [f for f in listing.left_out if f.name.endswith(".cat")]
         annotations: dict[str, list[SourceFile]] = {}
-        for f in files:
-            if f.name.endswith(".cat") and not (self.errata and f.name in WRONG_ANNOTATIONS):
+        for f in annotation_files:
+            if not (self.errata and f.name in WRONG_ANNOTATIONS):
                 annotations.setdefault(f.name[: -len(".cat")], []).append(f)
-        images = [f for f in files if f.name.lower().endswith(".jpg")]
-        items, skipped = [], []
+        items, skipped = [], list(listing.skipped)
         for image in images:
             stem = image.name
             if stem in self.exclude:
@@ -216,8 +232,9 @@ class CatFacesDataModule(CachedImageDataModule):
             items.append((image, (beside or candidates or [None])[0]))
         image_names = {f.name for f in images}
         orphans = sorted(n + ".cat" for n in annotations if n not in image_names)
-        extra = {"skipped_before_decoding": skipped, "annotations_without_image": orphans}
-        return items, [0] * len(items), [], files, extra
+        other = [f for f in listing.left_out if not f.name.endswith(".cat")]
+        extra = {"skipped_before_decoding": skipped, "annotations_without_image": orphans, **left_out_summary(other)}
+        return items, [0] * len(items), [], images + annotation_files, extra
 
     def preprocess_function(self) -> Callable[[Any], np.ndarray]:
         return partial(load_cat_face, image_size=self.image_size, min_size=self.min_size, border=self.border)

@@ -21,17 +21,17 @@ from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
 from lit_gans.datamodules.base import ImageDataModule, _plain, to_unit_range
 from lit_gans.datamodules.preprocessing import (
-    IMAGE_SUFFIXES,
     SourceFile,
     cache_key,
     default_workers,
     fingerprint,
     format_summary,
-    list_files,
+    left_out_summary,
     load_cache,
     open_image,
     preprocess,
     save_cache,
+    scan_folder,
     square_crop,
     square_pad,
     summarize,
@@ -135,7 +135,8 @@ class CachedImageDataModule(ImageDataModule):
         if cached is not None:
             return path
         if not items and not extra.get("skipped_before_decoding"):
-            raise ValueError(f"{type(self).__name__}: found no input images under {self.data_dir}")
+            ignored = f" (only {extra['ignored_files']} non-image files)" if extra.get("ignored_files") else ""
+            raise ValueError(f"{type(self).__name__}: found no input images under {self.data_dir}{ignored}")
         arrays, kept, skipped, notes = preprocess(
             self.preprocess_function(), items, labels, self.preprocess_workers, desc=f"{type(self).__name__}"
         )
@@ -199,7 +200,14 @@ def load_square_image(source: SourceFile, image_size: int, channels: int, resize
 
 
 class ImageFolderDataModule(CachedImageDataModule):
-    """Any folder of images (recursively, zip archives included), optionally one subfolder per class.
+    """Any folder of images (recursively, symlinked folders and zip archives included), optionally one subfolder
+    per class.
+
+    A file is an image when PIL decodes it, whatever its name (a JPEG named ``photo`` or ``photo.heic`` is one);
+    every file that does not decode, dangling symlinks included, is skipped and counted by reason in
+    :attr:`summary`. Hidden files and text or metadata files (``.txt``, ``.json``, ``.csv``, ...:
+    :data:`~lit_gans.datamodules.preprocessing.NON_IMAGE_SUFFIXES`) are left out without decoding, and counted
+    (``ignored_by_kind``).
 
     Example::
 
@@ -219,7 +227,7 @@ class ImageFolderDataModule(CachedImageDataModule):
         self.resize = check_choice("resize", resize, ("crop", "pad"))
         self.labels = labels
         if labels and self.data_dir.exists():  # known before any image is decoded: the CLI links num_classes
-            self.classes = self.class_folders(list_files(self.data_dir, IMAGE_SUFFIXES))
+            self.classes = self.class_folders(scan_folder(self.data_dir).files)
             self.num_classes = len(self.classes) or None
 
     def class_folders(self, files: Sequence[SourceFile]) -> list[str]:
@@ -230,14 +238,15 @@ class ImageFolderDataModule(CachedImageDataModule):
         return {**super().cache_params(), "resize": self.resize, "labels": self.labels}
 
     def collect_inputs(self) -> tuple[list[Any], list[int], list[str], list[SourceFile], dict[str, Any]]:
-        files = list_files(self.data_dir, IMAGE_SUFFIXES)
+        listing = scan_folder(self.data_dir)
+        files = listing.files
+        extra = {"skipped_before_decoding": listing.skipped, **left_out_summary(listing.left_out)}
         if not self.labels:
-            return files, [0] * len(files), [], files, {}
+            return files, [0] * len(files), [], files, extra
         classes = self.class_folders(files)
         index = {c: i for i, c in enumerate(classes)}
-        outside = [(str(f), "not_in_a_class_folder", "") for f in files if self.class_of(f) == ""]
+        extra["skipped_before_decoding"] += [(str(f), "not_in_a_class_folder", "") for f in files if self.class_of(f) == ""]
         kept = [f for f in files if self.class_of(f) != ""]
-        extra = {"skipped_before_decoding": outside} if outside else {}
         return kept, [index[self.class_of(f)] for f in kept], classes, files, extra
 
     def class_of(self, source: SourceFile) -> str:

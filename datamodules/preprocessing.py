@@ -13,7 +13,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,8 +22,22 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-CACHE_VERSION = 2  # 2: unreadable images counted by their own reason (empty_file, not_an_image, ...)
+#: files that are never images, left out of a data folder (and counted in the summary's ``ignored_by_kind``):
+#: labels, metadata, notes and annotations; hidden files too (:func:`non_image_kind`). Every other file is decoded,
+#: whatever its name: what PIL cannot read is skipped and counted (``not_an_image``, ...)
+NON_IMAGE_SUFFIXES = (
+    ".txt", ".md", ".rst", ".json", ".jsonl", ".csv", ".tsv", ".yaml", ".yml", ".xml", ".html", ".ini", ".log",
+    ".cat", ".db", ".py",
+)  # fmt: skip
+#: 2: unreadable images counted by their own reason (empty_file, not_an_image, ...); 3: images recognised by
+#: content, symlinked folders followed, non-image files counted
+CACHE_VERSION = 3
+
+#: the reasons :func:`scan_folder` skips an entry for, before anything is decoded
+LISTING_SKIP_REASONS = {
+    "unreadable_folder": "the folder cannot be listed (permissions, I/O error)",
+    "symlink_loop": "a symlinked folder that leads back to a folder it is inside",
+}
 
 #: the reasons :func:`open_image` skips a file for (keys of the summary's ``skipped_by_reason``)
 IMAGE_SKIP_REASONS = {
@@ -35,7 +49,7 @@ IMAGE_SKIP_REASONS = {
     "corrupt_image": "an image format PIL reads, but the file cannot be decoded",
 }
 
-# file signatures of the formats in IMAGE_SUFFIXES, to tell a damaged image from something that is no image
+# file signatures of the formats PIL reads most often, to tell a damaged image from something that is no image
 _SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),
     (b"\xff\xd8\xff", "JPEG"),
@@ -83,25 +97,83 @@ class SourceFile:
         return self.path if self.member is None else f"{self.path}!{self.member}"
 
 
-def list_files(root: Path, suffixes: Sequence[str], include_zips: bool = True) -> list[SourceFile]:
-    """Every file under ``root`` (recursively) whose name ends with one of ``suffixes``, including the members of
-    ``*.zip`` archives found there; sorted, so that the order (and the cache) does not depend on the filesystem."""
-    suffixes = tuple(s.lower() for s in suffixes)
-    found: list[SourceFile] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = os.path.join(dirpath, name)
-            if name.lower().endswith(suffixes):
-                found.append(SourceFile(path))
-            elif include_zips and name.lower().endswith(".zip"):
-                try:
-                    with zipfile.ZipFile(path) as archive:
-                        members = sorted(m for m in archive.namelist() if m.lower().endswith(suffixes))
-                except zipfile.BadZipFile as err:
-                    raise ValueError(f"{path} is not a readable zip archive: {err}") from err
-                found.extend(SourceFile(path, m) for m in members if "__MACOSX" not in m)
-    return found
+def non_image_kind(name: str) -> Optional[str]:
+    """Why a file named ``name`` is no image to try: ``"hidden"`` (``.DS_Store``, macOS' ``._*`` and ``__MACOSX``
+    resource forks, temporary files), or its suffix when that is one of :data:`NON_IMAGE_SUFFIXES`; ``None`` for
+    any other file, which is decoded to find out (a JPEG named ``photo`` or ``photo.heic`` is an image)."""
+    if name.startswith("."):
+        return "hidden"
+    suffix = os.path.splitext(name)[1].lower()
+    return suffix if suffix in NON_IMAGE_SUFFIXES else None
+
+
+@dataclass
+class FolderListing:
+    """What :func:`scan_folder` found: the ``files`` to decode (by content, whatever their names), the
+    ``left_out`` non-image files (:func:`non_image_kind`), and the entries that could not be listed at all
+    (``(path, reason, detail)`` with a reason of :data:`LISTING_SKIP_REASONS`)."""
+
+    files: list[SourceFile] = field(default_factory=list)
+    left_out: list[SourceFile] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def add(self, source: SourceFile) -> None:
+        (self.left_out if non_image_kind(source.name) else self.files).append(source)
+
+
+def scan_folder(root: Path, include_zips: bool = True) -> FolderListing:
+    """Every file under ``root``, recursively, and the members of the ``*.zip`` archives found there, sorted (files
+    of a folder, then its subfolders), so that the order (and the cache) does not depend on the filesystem.
+
+    Symlinked folders are followed, except one that leads back to a folder it is inside (a loop: counted as
+    ``symlink_loop``); a dangling symlink is listed like a file (decoding it counts it as ``unreadable_file``); a
+    folder or archive that cannot be read is counted, never silently passed over."""
+    listing = FolderListing()
+
+    def visit(folder: str, ancestors: frozenset[str]) -> None:
+        try:
+            with os.scandir(folder) as entries:
+                ordered = sorted(entries, key=lambda e: e.name)
+        except OSError as err:
+            listing.skipped.append((folder, "unreadable_folder", f"{folder}: {err.strerror or err}"))
+            return
+        folders = []
+        for entry in ordered:
+            try:
+                is_folder = entry.is_dir()  # follows symlinks; False for a dangling one
+            except OSError:
+                is_folder = False
+            if is_folder:
+                folders.append(entry.path)
+            elif include_zips and entry.name.lower().endswith(".zip"):
+                add_archive(entry.path)
+            else:
+                listing.add(SourceFile(entry.path))
+        for path in folders:
+            real = os.path.realpath(path)
+            if real in ancestors:
+                listing.skipped.append((path, "symlink_loop", f"{path} leads back to {real}, which holds it"))
+            else:
+                visit(path, ancestors | {real})
+
+    def add_archive(path: str) -> None:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = sorted(m for m in archive.namelist() if not m.endswith("/"))
+        except (OSError, zipfile.BadZipFile) as err:
+            listing.skipped.append((path, "unreadable_file", f"{path} is not a readable zip archive: {err}"))
+            return
+        for member in members:
+            listing.add(SourceFile(path, member))
+
+    visit(str(root), frozenset({os.path.realpath(root)}))
+    return listing
+
+
+def left_out_summary(left_out: Sequence[SourceFile]) -> dict[str, Any]:
+    """The summary's count of the non-image files left out, by kind (:func:`non_image_kind`)."""
+    kinds = Counter(non_image_kind(f.name) for f in left_out)
+    return {"ignored_files": sum(kinds.values()), "ignored_by_kind": dict(sorted(kinds.items()))}
 
 
 def _image_format(data: bytes) -> Optional[str]:
@@ -147,10 +219,15 @@ def open_image(source: SourceFile, mode: str) -> Image.Image:
 
 
 def fingerprint(files: Iterable[SourceFile]) -> str:
-    """A digest of names, sizes and modification times: a changed, added or removed file changes the cache key."""
+    """A digest of names, sizes and modification times: a changed, added or removed file changes the cache key
+    (a file that cannot be stat'ed, e.g. a dangling symlink, counts by its name)."""
     h = hashlib.sha256()
     for f in files:
-        stat = os.stat(f.path)
+        try:
+            stat = os.stat(f.path)
+        except OSError:
+            h.update(f"{f}\0unreadable\n".encode())
+            continue
         h.update(f"{f}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
@@ -228,10 +305,16 @@ def summarize(
 
 
 def format_summary(summary: dict[str, Any]) -> str:
+    """One line: images used, skipped by reason, flagged by kind, non-image files left out by kind."""
     reasons = ", ".join(f"{k}: {v}" for k, v in summary["skipped_by_reason"].items()) or "none"
     text = f"{summary['used']} images used, {summary['skipped']} skipped ({reasons})"
     flags = ", ".join(f"{k}: {v}" for k, v in summary.get("flagged_by_kind", {}).items())
-    return f"{text}; flagged: {flags}" if flags else text
+    text = f"{text}; flagged: {flags}" if flags else text
+    ignored = summary.get("ignored_files", 0)
+    if ignored:
+        kinds = ", ".join(f"{k}: {v}" for k, v in summary["ignored_by_kind"].items())
+        text += f"; {ignored} non-image file{'s' if ignored != 1 else ''} left out ({kinds})"
+    return text
 
 
 def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
@@ -302,7 +385,12 @@ def to_chw_uint8(image: Image.Image) -> np.ndarray:
 __all__ = [
     "Skipped",
     "SourceFile",
-    "list_files",
+    "FolderListing",
+    "scan_folder",
+    "non_image_kind",
+    "left_out_summary",
+    "NON_IMAGE_SUFFIXES",
+    "LISTING_SKIP_REASONS",
     "open_image",
     "IMAGE_SKIP_REASONS",
     "preprocess",
