@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lit_gans.callbacks.features import MNISTClassifier
 from lit_gans.datamodules.image_folder import default_cache_dir
-from lit_gans.datamodules.preprocessing import atomic_write_bytes
+from lit_gans.files import atomic_write_bytes
 from lit_gans.validation import check_float, check_int
 
 #: bumped when the architecture or the training recipe changes: older cached classifiers are then retrained

@@ -28,7 +28,7 @@ from lit_gans.callbacks.features import (
 )
 from lit_gans.callbacks.precision_recall import PrecisionRecall
 from lit_gans.datamodules.image_folder import default_cache_dir
-from lit_gans.datamodules.preprocessing import atomic_write_bytes
+from lit_gans.files import atomic_write_bytes
 from lit_gans.validation import check_choice, check_int
 
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")

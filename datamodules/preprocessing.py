@@ -22,6 +22,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from lit_gans.files import atomic_write_bytes
+
 #: files that are never images, left out of a data folder (and counted in the summary's ``ignored_by_kind``):
 #: labels, metadata, notes and annotations; hidden files too (:func:`non_image_kind`). Every other file is decoded,
 #: whatever its name: what PIL cannot read is skipped and counted (``not_an_image``, ...)
@@ -317,25 +319,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     return text
 
 
-def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file, nothing, or the complete new file:
-    a temporary file in the same folder, fsync'ed, then renamed over ``path`` (atomic on POSIX and Windows).
-    ``fsync=False`` skips the wait for the disk (thousands of generated images): a crash can then lose the file,
-    never leave a partial one under ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_cache(path: Path, payload: dict[str, Any]) -> None:
     """``torch.save`` ``payload`` atomically, with its summary as JSON beside it (``<cache>.summary.json``)."""
     buffer = io.BytesIO()
@@ -397,7 +380,6 @@ __all__ = [
     "summarize",
     "save_cache",
     "load_cache",
-    "atomic_write_bytes",
     "square_pad",
     "square_crop",
 ]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -23,12 +22,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from lit_gans.datamodules.preprocessing import atomic_write_bytes
+from lit_gans.files import TEMPORARY_FILE, atomic_write_bytes
 from lit_gans.validation import check_float, check_int
 
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops")
-#: the temporary files of :func:`~lit_gans.datamodules.preprocessing.atomic_write_bytes`: ``.<name>.tmp-<pid>``
-TEMPORARY_FILE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

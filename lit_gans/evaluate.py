@@ -35,7 +35,7 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from lit_gans.callbacks.base import MetricCallback
 from lit_gans.cli import CLI_OPTIONS, GANCLI
 from lit_gans.datamodules import ImageDataModule
-from lit_gans.datamodules.preprocessing import atomic_write_bytes
+from lit_gans.files import atomic_write_bytes
 from lit_gans.gan import GAN
 from lit_gans.generate import import_class, load_model
 

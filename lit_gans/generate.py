@@ -25,7 +25,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from lit_gans.checkpoints import TEMPORARY_FILE, remove_stale_temporaries
-from lit_gans.datamodules.preprocessing import atomic_write_bytes
+from lit_gans.files import atomic_write_bytes
 from lit_gans.gan import CLASS_NAMES_KEY, GAN, MODEL_CLASS_KEY
 from lit_gans.latent import interpolate, render_grid, to_uint8_image
 from lit_gans.validation import check_choice, check_int

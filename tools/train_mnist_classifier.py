@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_gans.callbacks.features import MNIST_WEIGHTS, MNISTClassifier
-from lit_gans.datamodules.preprocessing import atomic_write_bytes
+from lit_gans.files import atomic_write_bytes
 
 
 def idx_images(path: Path) -> np.ndarray:
