@@ -20,8 +20,9 @@ A conditional network's ``forward`` takes ``(inputs, labels)``; labels are class
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -177,6 +178,39 @@ def input_dim(latent_dim: int, embedding: Optional[LabelEmbedding]) -> int:
     return latent_dim + (embedding.dim if embedding is not None else 0)
 
 
+class ProjectionEmbedding(nn.Embedding):
+    """The class embedding ``embed(y)`` of a projection discriminator. It is part of D's linear map from features
+    to output, so :func:`~lit_gans.networks.spectral_norm_` normalizes it with D's layers, as SNGAN's projection
+    discriminator does (``SNEmbedID`` in pfnet-research/sngan_projection); without that, scaling the embedding
+    scales D's outputs without bound."""
+
+    spectrally_normalized_with_discriminator = True
+
+
+def _normalize_unnormalized_embedding(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    """Load a state dict saved before the projection embedding was spectrally normalized into one whose embedding
+    is: the saved weight becomes ``weight_orig`` and its singular vectors are estimated (torch's spectral norm
+    otherwise reports the missing keys). D's projection term then uses the normalized weight, so D differs from
+    the saved one; G is unchanged."""
+    embed = getattr(module, "embed", None)
+    key = prefix + "embed.weight"
+    if embed is None or not hasattr(embed, "weight_orig") or key not in state_dict or key + "_orig" in state_dict:
+        return
+    weight = state_dict.pop(key)
+    generator = torch.Generator().manual_seed(0)
+    v = nn.functional.normalize(torch.randn(weight.shape[1], generator=generator, dtype=weight.dtype), dim=0)
+    for _ in range(100):  # power iteration to the largest singular value's vectors
+        u = nn.functional.normalize(weight @ v, dim=0)
+        v = nn.functional.normalize(weight.t() @ u, dim=0)
+    state_dict.update({key + "_orig": weight, key + "_u": u, key + "_v": v})
+    warnings.warn(
+        "this checkpoint's projection class embedding was saved without spectral normalization (lit-gans 0.1); "
+        "it is normalized from now on, as SNGAN's, which changes the discriminator's projection term"
+    )
+
+
 class DiscriminatorConditioning(nn.Module):
     """The label parts of a conditional discriminator, around its features ``phi(x)`` (the input of its last
     linear layer ``psi``, flattened to ``(N, F)``):
@@ -203,8 +237,9 @@ class DiscriminatorConditioning(nn.Module):
         if conditioning == "concat":
             self.label_map = nn.Embedding(num_classes, self.image_shape[1] * self.image_shape[2])
         elif conditioning == "projection":
-            self.embed = nn.Embedding(num_classes, feature_dim)
+            self.embed = ProjectionEmbedding(num_classes, feature_dim)
             nn.init.xavier_uniform_(self.embed.weight)  # as Mimicry's and SNGAN's projection discriminators
+            self._register_load_state_dict_pre_hook(_normalize_unnormalized_embedding, with_module=True)
         else:
             self.classifier = nn.Linear(feature_dim, num_classes)
 
@@ -235,6 +270,7 @@ __all__ = [
     "DiscriminatorConditioning",
     "LabelEmbedding",
     "LabelledSequential",
+    "ProjectionEmbedding",
     "check_conditioning",
     "resolve_conditioning",
     "conditional_batchnorm_",

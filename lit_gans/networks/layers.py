@@ -172,9 +172,10 @@ def has_batchnorm(module: nn.Module) -> bool:
 
 def spectral_norm_(module: nn.Module) -> nn.Module:
     """Spectral normalization (Miyato et al. 2018, "Spectral Normalization for Generative Adversarial Networks")
-    of every convolution and linear layer of ``module``, in place: each weight is divided by an estimate of its
-    largest singular value (one power iteration per training forward), which bounds the layer's Lipschitz constant
-    by 1. Uses ``torch.nn.utils.spectral_norm`` (state-dict keys ``weight_orig``, ``weight_u``, ``weight_v``)
+    of every convolution and linear layer of ``module``, and of a projection discriminator's class embedding
+    (:class:`~lit_gans.networks.conditional.ProjectionEmbedding`, SNGAN's ``SNEmbedID``), in place: each weight
+    is divided by an estimate of its largest singular value (one power iteration per training forward), which
+    bounds the layer's Lipschitz constant by 1. Uses ``torch.nn.utils.spectral_norm`` (state-dict keys ``weight_orig``, ``weight_u``, ``weight_v``)
     rather than its parametrization successor, which cannot be pickled and so breaks ``ddp_spawn``.
 
     Example::
@@ -184,7 +185,9 @@ def spectral_norm_(module: nn.Module) -> nn.Module:
         ['bias', 'weight_orig', 'weight_u', 'weight_v']
     """
     for layer in list(module.modules()):
-        if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)):
+        if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)) or getattr(
+            layer, "spectrally_normalized_with_discriminator", False
+        ):
             if not hasattr(layer, "weight_orig"):  # not normalized already
                 nn.utils.spectral_norm(layer)
     return module

@@ -54,6 +54,43 @@ def test_projection_term_equals_the_class_embedding_dot_the_features():
     assert not torch.allclose(d(x, (y + 1) % K), out)  # the label changes the score
 
 
+@pytest.mark.parametrize("architecture", ["dcgan", "resnet"])
+def test_spectral_norm_bounds_the_projection_embedding(architecture):
+    # SNGAN's projection D normalizes its class embedding (SNEmbedID): scaling the embedding cannot scale D's output
+    model = DCGAN(
+        image_shape=(1, 16, 16), generator_width=4, discriminator_width=4, num_classes=K, conditioning="projection",
+        discriminator_spectral_norm=True, discriminator_norm="none", architecture=architecture,
+    )
+    d = model.discriminator.eval()
+    x, y = torch.randn(6, 1, 16, 16), torch.tensor([0, 1, 2, 3, 1, 0])
+    out = d(x, y)
+    embedding = {n: p for n, p in d.named_parameters() if n.startswith("conditioning.embed.")}
+    assert list(embedding) == ["conditioning.embed.weight_orig"]
+    with torch.no_grad():
+        embedding["conditioning.embed.weight_orig"].mul_(100)
+    torch.testing.assert_close(d(x, y), out, rtol=1e-4, atol=1e-5)
+
+
+def test_a_checkpoint_with_an_unnormalized_projection_embedding_still_loads():
+    kwargs = dict(
+        image_shape=(1, 16, 16), generator_width=4, discriminator_width=4, num_classes=K, conditioning="projection",
+        discriminator_spectral_norm=True, discriminator_norm="none",
+    )
+    saved = DCGAN(**kwargs).state_dict()
+    for suffix in ("_u", "_v"):
+        del saved[f"discriminator.conditioning.embed.weight{suffix}"]
+    weight = saved.pop("discriminator.conditioning.embed.weight_orig")
+    saved["discriminator.conditioning.embed.weight"] = weight  # how lit-gans 0.1 saved it
+    model = DCGAN(**kwargs)
+    with pytest.warns(UserWarning, match="saved without spectral normalization"):
+        model.load_state_dict(saved)
+    assert torch.equal(model.discriminator.conditioning.embed.weight_orig, weight)
+    d = model.discriminator.eval()
+    d(torch.randn(2, 1, 16, 16), torch.tensor([0, 1]))  # the forward computes the normalized weight
+    torch.testing.assert_close(d.conditioning.embed.weight, weight / torch.linalg.matrix_norm(weight, ord=2))
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items() if k.startswith("generator."))
+
+
 def test_concat_conditioning_joins_the_label_to_both_inputs():
     g = DCGANGenerator(8, (1, 16, 16), width=4, num_classes=K, conditioning="concat")
     assert g.net[0].in_channels == 8 + K  # z and the label embedding
