@@ -12,6 +12,7 @@ from torch import nn
 from lit_gans.gan import GAN
 from lit_gans.networks import DCGANDiscriminator, DCGANGenerator, ResNetDiscriminator, ResNetGenerator
 from lit_gans.networks.conditional import resolve_conditioning
+from lit_gans.networks.resnet import LAYOUTS as RESNET_LAYOUTS
 from lit_gans.validation import check_choice
 
 ARCHITECTURES = ("dcgan", "resnet")
@@ -53,6 +54,9 @@ class DCGAN(GAN):
             (:class:`~lit_gans.networks.ResNetGenerator`, :class:`~lit_gans.networks.ResNetDiscriminator`) with the
             same width arguments; the DCGAN-only options (activations, ``upsample``, dropout, extra layers) are
             refused with them. ResNets cost more per step (see ``benchmarks/``).
+        resnet_layout: ``sngan`` (default: the shapes of SNGAN's networks at 32, 64 and 128 px, ``*_width`` being
+            SNGAN's ``ch``) or ``compact`` (lit-gans 0.1's narrower ResNets, which its checkpoints need); see
+            :mod:`lit_gans.networks.resnet`.
 
     Example::
 
@@ -79,11 +83,15 @@ class DCGAN(GAN):
         num_classes: int = 0,
         conditioning: Optional[str] = None,
         architecture: str = "dcgan",
+        resnet_layout: str = "sngan",
         **kwargs: Any,
     ) -> None:
         k, cond = resolve_conditioning(num_classes, conditioning)
         labels = {"num_classes": k, "conditioning": cond or "projection"}
         self.architecture = check_choice("architecture", architecture, ARCHITECTURES)
+        self.resnet_layout = check_choice("resnet_layout", resnet_layout, RESNET_LAYOUTS)
+        if architecture != "resnet" and resnet_layout != "sngan":
+            raise ValueError(f"resnet_layout={resnet_layout!r} needs architecture='resnet'")
         if architecture == "resnet":
             dcgan_only = {
                 "generator_activation": (generator_activation, "relu"),
@@ -97,7 +105,9 @@ class DCGAN(GAN):
             for name, (value, default) in dcgan_only.items():
                 if value != default:
                     raise ValueError(f"{name}={value!r} is a DCGAN-network option: architecture='resnet' does not take it")
-            generator = ResNetGenerator(latent_dim, image_shape, generator_width, generator_norm, **labels)
+            generator = ResNetGenerator(
+                latent_dim, image_shape, generator_width, generator_norm, layout=resnet_layout, **labels
+            )
         else:
             generator = DCGANGenerator(
                 latent_dim, image_shape, generator_width, generator_norm, generator_activation, upsample,
@@ -123,7 +133,7 @@ class DCGAN(GAN):
     ) -> nn.Module:
         """The discriminator network from the D arguments (InfoGAN adds its Q head here)."""
         if self.architecture == "resnet":
-            return ResNetDiscriminator(image_shape, width, norm, **labels)
+            return ResNetDiscriminator(image_shape, width, norm, layout=self.resnet_layout, **labels)
         return DCGANDiscriminator(image_shape, width, norm, activation, dropout, extra_layers, **labels)
 
 

@@ -16,23 +16,36 @@ residual path to a shortcut.
 
 The resolution is a parameter, as in the DCGAN family: an image of side ``S = base * 2**n`` (``base`` 4 or 7,
 :func:`~lit_gans.networks.dcgan.resolution_stages`) takes ``n`` up-sampling blocks in G, from a ``base x base``
-map that a linear layer makes of z, and ``n`` down-sampling blocks in D (the optimized one first), then one block
-at ``base x base``, a ReLU and global **sum** pooling (SNGAN) to the features ``phi(x)`` of a linear output.
+map that a linear layer makes of z, then BatchNorm -> ReLU -> conv3x3 -> tanh. D is the optimized block and more
+blocks, a ReLU and global **sum** pooling (SNGAN) to the features ``phi(x)`` of a linear output.
 
-Channels: D has ``width * 2**i`` channels after its ``i``-th down-sampling block, and G has at every side the
-channels D has there, but never fewer than ``width``: ``c0 = width * 2**(n-1)`` at ``base x base``, halved by
-every block down to ``width``, which the last block keeps. Walks for ``width=64``:
+Layouts (``layout``): ``"sngan"`` (default) has the shapes of SNGAN's networks (pfnet-research/sngan_projection),
+``width`` playing SNGAN's ``ch``:
 
-* 32x32 (``n = 3``): G ``z -> 256x4x4 -> 128x8x8 -> 64x16x16 -> 64x32x32 -> 3x32x32``; D ``3x32x32 ->
-  64x16x16 -> 128x8x8 -> 256x4x4 -> 256x4x4 -> phi 256 -> 1``.
-* 128x128 (``n = 5``): G ``z -> 1024x4x4 -> 512x8x8 -> 256x16x16 -> 128x32x32 -> 64x64x64 -> 64x128x128 ->
-  3x128x128``; D ``3x128x128 -> 64x64x64 -> 128x32x32 -> 256x16x16 -> 512x8x8 -> 1024x4x4 -> 1024x4x4 ->
-  phi 1024 -> 1``.
+* ``n <= 3`` (28 and 32 px; SNGAN's ``resnet_32`` / ``snresnet_32``, its CIFAR-10 networks): one width
+  everywhere. G ``z -> width x base x base`` and ``n`` blocks of ``width``; D down-samples twice (``32 -> 16 ->
+  8``, ``28 -> 14 -> 7``) and adds two blocks at that resolution. SNGAN's CIFAR-10 sizes are
+  ``generator_width=256, discriminator_width=128``.
+* ``n >= 4`` (64 px and up; ``resnet_64`` / ``snresnet_64``, ``resnet`` / ``snresnet_128``, ``snresnet_256``): G
+  starts at ``16 * width`` on ``base x base`` and halves to ``width`` at the image (never more than
+  ``16 * width``: at 128 px the first block keeps 1024 channels for ``width=64``). At 64 px D doubles from
+  ``width`` through five down-sampling blocks to ``16 * width`` on 2x2; from 128 px it down-samples to
+  ``base x base`` with ``width * (1, 2, 4, 8, 8, ..., 16)`` channels and adds one block of ``16 * width``.
 
-The 128x128 discriminator is exactly SNGAN's (``ch=64``); SNGAN's 128x128 generator has the same ends (1024
-channels at 4x4, 64 at 128x128) but keeps 1024 channels through its first block, so twice these channels from
-8x8 to 64x64. The CIFAR-10 networks of both papers keep one width at every stage (128 in WGAN-GP; 256 in G and
-128 in D in SNGAN) instead of doubling it.
+Walks for ``width=64``:
+
+* 32x32: G ``z -> 64x4x4 -> 64x8x8 -> 64x16x16 -> 64x32x32 -> 3x32x32``; D ``3x32x32 -> 64x16x16 -> 64x8x8 ->
+  64x8x8 -> 64x8x8 -> phi 64 -> 1``.
+* 64x64: G ``z -> 1024x4x4 -> 512x8x8 -> 256x16x16 -> 128x32x32 -> 64x64x64 -> 3x64x64``; D ``3x64x64 ->
+  64x32x32 -> 128x16x16 -> 256x8x8 -> 512x4x4 -> 1024x2x2 -> phi 1024 -> 1``.
+* 128x128: G ``z -> 1024x4x4 -> 1024x8x8 -> 512x16x16 -> 256x32x32 -> 128x64x64 -> 64x128x128 -> 3x128x128``;
+  D ``3x128x128 -> 64x64x64 -> 128x32x32 -> 256x16x16 -> 512x8x8 -> 1024x4x4 -> 1024x4x4 -> phi 1024 -> 1``.
+
+``"compact"`` is lit-gans 0.1's narrower family (and loads its checkpoints): D doubles from ``width`` to
+``base x base`` and adds one block there (``width * 2**(n-1)`` features); G has at every side the channels D has
+there, never fewer than ``width`` (``width * 2**(n-1)`` at ``base x base``); its output BatchNorm is
+class-conditional for a conditional G. At 128 px its D is SNGAN's and its G has half SNGAN's channels from 8x8 to
+64x64; at 64 px it ends at 512 channels on 4x4 (one block fewer than SNGAN's 2x2 down-sampling), at 32 px on 4x4.
 
 Inside a block, G's first convolution maps to the block's output channels and D's keeps its input channels
 (SNGAN's ``hidden_channels``). G's first convolution has no bias when a BatchNorm follows it (it would be
@@ -49,9 +62,10 @@ Options:
   ``GroupNorm(1, C)`` before every activation inside its blocks (WGAN-GP's critic, whose per-sample penalty
   BatchNorm would break); ``"none"`` (default) for spectral normalization
   (:func:`~lit_gans.networks.layers.spectral_norm_`) or a gradient penalty.
-* ``num_classes``, ``conditioning``: class-conditional networks (:mod:`lit_gans.networks.conditional`): G's
-  BatchNorms become :class:`~lit_gans.networks.conditional.ConditionalBatchNorm` (projection, auxiliary) or a
-  label embedding joins z (concat, or ``norm="none"``); D's input or output is conditioned by
+* ``num_classes``, ``conditioning``: class-conditional networks (:mod:`lit_gans.networks.conditional`): the
+  BatchNorms of G's blocks become :class:`~lit_gans.networks.conditional.ConditionalBatchNorm` (projection, auxiliary) or a
+  label embedding joins z (concat, or ``norm="none"``); the BatchNorm before G's output convolution stays plain,
+  as SNGAN's. D's input or output is conditioned by
   :class:`~lit_gans.networks.conditional.DiscriminatorConditioning` with ``phi`` the sum-pooled features.
 """
 
@@ -78,6 +92,7 @@ from lit_gans.validation import check_choice, check_int
 
 GENERATOR_NORMS = ("batch", "none")
 DISCRIMINATOR_NORMS = ("none", "layer")
+LAYOUTS = ("sngan", "compact")
 RESIDUAL_GAIN = math.sqrt(2.0)
 
 
@@ -89,6 +104,47 @@ def _stages(image_size: int) -> tuple[int, int]:
             f"image_size={image_size} is not supported by the ResNet family: it needs 4 * 2**n or 7 * 2**n with "
             "n >= 1 (e.g. 28, 32, 64, 128, 256)"
         ) from None
+
+
+def generator_widths(image_size: int, width: int, layout: str = "sngan") -> list[int]:
+    """G's channels at ``base x base`` and after each up-sampling block (the module docstring's layouts).
+
+    Example::
+
+        >>> generator_widths(64, 64), generator_widths(128, 64)[:3], generator_widths(32, 256)
+        ([1024, 512, 256, 128, 64], [1024, 1024, 512], [256, 256, 256, 256])
+    """
+    check_choice("layout", layout, LAYOUTS)
+    _, n = _stages(image_size)
+    if layout == "compact":
+        return [width * 2 ** (n - 1)] + [width * 2 ** max(n - 2 - i, 0) for i in range(n)]
+    if n <= 3:
+        return [width] * (n + 1)
+    return [width * min(16, 2 ** (n - i)) for i in range(n + 1)]
+
+
+def discriminator_blocks(image_size: int, width: int, layout: str = "sngan") -> list[tuple[int, bool]]:
+    """``(output channels, down-samples)`` of each of D's blocks, the optimized first block included (the module
+    docstring's layouts).
+
+    Example::
+
+        >>> discriminator_blocks(32, 128)
+        [(128, True), (128, True), (128, False), (128, False)]
+        >>> [c for c, _ in discriminator_blocks(64, 64)], discriminator_blocks(128, 64)[-2:]
+        ([64, 128, 256, 512, 1024], [(1024, True), (1024, False)])
+    """
+    check_choice("layout", layout, LAYOUTS)
+    base, n = _stages(image_size)
+    if layout == "compact":
+        return [(width * 2**i, True) for i in range(n)] + [(width * 2 ** (n - 1), False)]
+    if n <= 3:
+        return [(width, True)] * min(2, n) + [(width, False)] * 2
+    if n == 4 and base == 4:  # snresnet_64: five down-sampling blocks to 2x2
+        return [(width * 2**i, True) for i in range(5)]
+    multiples = [min(2**i, 8) for i in range(n - 1)]
+    multiples.append(min(2 * multiples[-1], 16))
+    return [(width * m, True) for m in multiples] + [(width * multiples[-1], False)]
 
 
 def _xavier_(layer: nn.Module, gain: float) -> nn.Module:
@@ -196,13 +252,14 @@ class ResNetGenerator(nn.Module):
     Args:
         latent_dim: size of z (128 in SNGAN and WGAN-GP).
         image_shape: ``(C, S, S)`` of the output; ``S = 4 * 2**n`` or ``7 * 2**n``.
-        width: channels of the last blocks; ``c0 = width * 2**(n-1)``, halved by each block down to ``width``.
+        width: SNGAN's ``ch``: G's channels at the image's resolution (:func:`generator_widths`).
         norm: ``batch`` (the papers) or ``none``.
         num_classes: classes of a conditional generator (``forward(z, labels)``); 0: unconditional.
         conditioning: ``projection`` or ``auxiliary``: every BatchNorm is class-conditional
             (:class:`~lit_gans.networks.conditional.ConditionalBatchNorm`, SNGAN's conditional generator);
             ``concat``, or ``norm="none"``: a label embedding joins z before the linear layer.
         label_embedding_dim: size of that embedding (``num_classes`` by default).
+        layout: ``sngan`` (SNGAN's shapes) or ``compact`` (lit-gans 0.1's); see the module docstring.
 
     Example::
 
@@ -222,6 +279,7 @@ class ResNetGenerator(nn.Module):
         num_classes: int = 0,
         conditioning: str = "projection",
         label_embedding_dim: Optional[int] = None,
+        layout: str = "sngan",
     ) -> None:
         super().__init__()
         channels, size = _square_shape(image_shape)
@@ -239,14 +297,16 @@ class ResNetGenerator(nn.Module):
                 return None
             return ConditionalBatchNorm(c, num_classes) if conditional_bn else nn.BatchNorm2d(c)
 
-        self.widths = [width * 2 ** (n - 1)] + [width * 2 ** max(n - 2 - i, 0) for i in range(n)]
+        self.widths = generator_widths(size, width, layout)
         self.base = base
         in_dim = input_dim(latent_dim, self.label_embedding)
         self.linear = _xavier_(nn.Linear(in_dim, self.widths[0] * base * base), 1.0)
         self.blocks = LabelledSequential(
             *[ResNetGeneratorBlock(c_in, c_out, make_norm) for c_in, c_out in zip(self.widths[:-1], self.widths[1:])]
         )
-        out_layers = [make_norm(width), nn.ReLU(), _xavier_(nn.Conv2d(width, channels, 3, 1, 1), 1.0), nn.Tanh()]
+        # SNGAN's output BatchNorm is plain; lit-gans 0.1's (compact) was class-conditional
+        out_norm = make_norm(width) if layout == "compact" or norm == "none" else nn.BatchNorm2d(width)
+        out_layers = [out_norm, nn.ReLU(), _xavier_(nn.Conv2d(width, channels, 3, 1, 1), 1.0), nn.Tanh()]
         self.output = LabelledSequential(*[layer for layer in out_layers if layer is not None])
 
     def forward(self, z: Tensor, labels: Optional[Tensor] = None) -> Tensor:
@@ -259,26 +319,26 @@ class ResNetGenerator(nn.Module):
 
 
 class ResNetDiscriminator(nn.Module):
-    """ResNet discriminator: the optimized block, ``n - 1`` more down-sampling blocks to ``base x base``, one
-    block at that resolution and a ReLU (``trunk``, output ``(N, feature_dim, base, base)``), then global sum
-    pooling to ``phi(x)`` of ``feature_dim = width * 2**(n-1)`` and a linear layer to one output (``head``).
-    Returns raw outputs ``(N,)`` (no sigmoid: objectives work on logits).
+    """ResNet discriminator: the optimized block and the blocks of :func:`discriminator_blocks`, then a ReLU
+    (``trunk``, output ``(N, feature_dim, feature_size, feature_size)``), global sum pooling to ``phi(x)`` and a
+    linear layer to one output (``head``). Returns raw outputs ``(N,)`` (no sigmoid: objectives work on logits).
 
     Args:
         image_shape: ``(C, S, S)`` of the input; ``S = 4 * 2**n`` or ``7 * 2**n``.
-        width: channels of the first block; each down-sampling block doubles them.
+        width: SNGAN's ``ch``: the channels of the first block (:func:`discriminator_blocks`).
         norm: ``none`` (SNGAN with spectral norm, WGAN-GP with its penalty) or ``layer`` (``GroupNorm(1, C)``
             before every activation inside the blocks: WGAN-GP's critic).
         num_classes: classes of a conditional discriminator (``forward(x, labels)``); 0: unconditional.
         conditioning: ``concat`` (the label as one more input channel), ``projection`` (``+ embed(y) . phi(x)``,
             SNGAN's conditional discriminator) or ``auxiliary`` (``forward`` returns ``(output, class_logits)``);
             see :class:`~lit_gans.networks.conditional.DiscriminatorConditioning`.
+        layout: ``sngan`` (SNGAN's shapes) or ``compact`` (lit-gans 0.1's); see the module docstring.
 
     Example::
 
         >>> d = ResNetDiscriminator((3, 32, 32), width=8)
-        >>> d(torch.randn(2, 3, 32, 32)).shape, d.feature_dim
-        (torch.Size([2]), 32)
+        >>> d(torch.randn(2, 3, 32, 32)).shape, d.feature_dim, d.feature_size
+        (torch.Size([2]), 8, 8)
     """
 
     def __init__(
@@ -288,16 +348,18 @@ class ResNetDiscriminator(nn.Module):
         norm: str = "none",
         num_classes: int = 0,
         conditioning: str = "projection",
+        layout: str = "sngan",
     ) -> None:
         super().__init__()
         channels, size = _square_shape(image_shape)
-        base, n = _stages(size)
         check_int("width", width)
         check_choice("norm", norm, DISCRIMINATOR_NORMS)
         check_conditioning(num_classes, conditioning)
         self.image_shape = (channels, size, size)
-        self.widths = [width * 2**i for i in range(n)]
-        self.feature_dim, self.feature_size = self.widths[-1], base
+        plan = discriminator_blocks(size, width, layout)
+        self.widths = [c for c, _ in plan]
+        self.feature_dim = self.widths[-1]
+        self.feature_size = size >> sum(down for _, down in plan)
         self.conditioning = (
             DiscriminatorConditioning(num_classes, conditioning, self.feature_dim, self.image_shape)
             if num_classes
@@ -305,8 +367,9 @@ class ResNetDiscriminator(nn.Module):
         )
         c_in = self.conditioning.input_channels(channels) if self.conditioning is not None else channels
         blocks: list[nn.Module] = [ResNetOptimizedBlock(c_in, self.widths[0], norm)]
-        blocks += [ResNetDiscriminatorBlock(a, b, True, norm) for a, b in zip(self.widths[:-1], self.widths[1:])]
-        blocks.append(ResNetDiscriminatorBlock(self.feature_dim, self.feature_dim, False, norm))
+        blocks += [
+            ResNetDiscriminatorBlock(c_prev, c, down, norm) for c_prev, (c, down) in zip(self.widths, plan[1:])
+        ]
         self.trunk = nn.Sequential(*blocks, nn.ReLU())
         self.head = nn.Sequential(GlobalSumPool2d(), _xavier_(nn.Linear(self.feature_dim, 1), 1.0))
         if self.conditioning is not None and conditioning == "auxiliary":
@@ -329,10 +392,13 @@ class ResNetDiscriminator(nn.Module):
 __all__ = [
     "DISCRIMINATOR_NORMS",
     "GENERATOR_NORMS",
+    "LAYOUTS",
     "GlobalSumPool2d",
     "ResNetDiscriminator",
     "ResNetDiscriminatorBlock",
     "ResNetGenerator",
     "ResNetGeneratorBlock",
     "ResNetOptimizedBlock",
+    "discriminator_blocks",
+    "generator_widths",
 ]

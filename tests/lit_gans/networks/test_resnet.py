@@ -21,11 +21,11 @@ def block_output_shapes(blocks, x, labels=None):
 
 
 @pytest.mark.parametrize("size,stages", [(28, 2), (32, 3), (64, 4), (128, 5)])
-def test_shapes_and_block_counts_at_every_resolution(size, stages):
+def test_compact_layout_shapes_and_block_counts_at_every_resolution(size, stages):
     torch.manual_seed(0)
     channels = 1 if size == 28 else 3
-    g = ResNetGenerator(16, (channels, size, size), width=4)
-    d = ResNetDiscriminator((channels, size, size), width=4)
+    g = ResNetGenerator(16, (channels, size, size), width=4, layout="compact")
+    d = ResNetDiscriminator((channels, size, size), width=4, layout="compact")
     x = g(torch.randn(2, 16))
     assert x.shape == (2, channels, size, size)
     assert x.min() >= -1 and x.max() <= 1
@@ -47,22 +47,50 @@ def test_shapes_and_block_counts_at_every_resolution(size, stages):
     assert d.feature_dim == 4 * 2 ** (n - 1) and d.feature_size == base
 
 
-def test_width_64_walks_are_the_documented_ones():
-    # shapes only (meta device): the module docstring's 32 and 128 px walks
-    walks = {
-        32: ([(256, 4, 4), (128, 8, 8), (64, 16, 16), (64, 32, 32)], [64, 128, 256, 256]),
-        128: ([(1024, 4, 4), (512, 8, 8), (256, 16, 16), (128, 32, 32), (64, 64, 64), (64, 128, 128)],
-              [64, 128, 256, 512, 1024, 1024]),
-    }
-    with torch.device("meta"):
-        for size, (g_walk, d_walk) in walks.items():
-            g, d = ResNetGenerator(128, (3, size, size), 64), ResNetDiscriminator((3, size, size), 64)
+# SNGAN's networks (pfnet-research/sngan_projection), block by block: (gen_models, dis_models) at their defaults
+SNGAN_WALKS = {
+    # resnet_32 (ch=256) / snresnet_32 (ch=128): one width, D keeps 8x8 for its last two blocks
+    32: (256, 128, [(256, 4, 4), (256, 8, 8), (256, 16, 16), (256, 32, 32)],
+         [(128, 16, 16), (128, 8, 8), (128, 8, 8), (128, 8, 8)]),
+    # resnet_64 / snresnet_64 (ch=64): D ends at 1024 channels on 2x2 after five down-sampling blocks
+    64: (64, 64, [(1024, 4, 4), (512, 8, 8), (256, 16, 16), (128, 32, 32), (64, 64, 64)],
+         [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4), (1024, 2, 2)]),
+    # resnet (ImageNet 128) / snresnet_128 (ch=64): G keeps 1024 through 8x8, D adds a block at 4x4
+    128: (64, 64, [(1024, 4, 4), (1024, 8, 8), (512, 16, 16), (256, 32, 32), (128, 64, 64), (64, 128, 128)],
+          [(64, 64, 64), (128, 32, 32), (256, 16, 16), (512, 8, 8), (1024, 4, 4), (1024, 4, 4)]),
+    # snresnet_256: widths ch * (1, 2, 4, 8, 8, 16, 16)
+    256: (64, 64, None, [(64, 128, 128), (128, 64, 64), (256, 32, 32), (512, 16, 16), (512, 8, 8), (1024, 4, 4),
+                         (1024, 4, 4)]),
+}
+
+
+@pytest.mark.parametrize("size", sorted(SNGAN_WALKS))
+def test_default_layout_has_sngans_shapes(size):
+    g_width, d_width, g_walk, d_walk = SNGAN_WALKS[size]
+    with torch.device("meta"):  # shapes only
+        g, d = ResNetGenerator(128, (3, size, size), g_width), ResNetDiscriminator((3, size, size), d_width)
+        if g_walk is not None:
             h = g.linear(torch.randn(2, 128)).view(2, g.widths[0], 4, 4)
             assert [tuple(h.shape[1:])] + block_output_shapes(g.blocks, h) == g_walk
             assert g(torch.randn(2, 128)).shape == (2, 3, size, size)
-            x = torch.randn(2, 3, size, size)
-            assert [s[0] for s in block_output_shapes(list(d.trunk)[:-1], x)] == d_walk
-            assert d.feature_dim == d_walk[-1] and d(x).shape == (2,)
+        x = torch.randn(2, 3, size, size)
+        assert block_output_shapes(list(d.trunk)[:-1], x) == d_walk
+        assert (d.feature_dim, d.feature_size, d.feature_size) == d_walk[-1] and d(x).shape == (2,)
+
+
+def test_sngan_layout_at_28_px_follows_the_32_px_networks():
+    g, d = ResNetGenerator(16, (1, 28, 28), 8), ResNetDiscriminator((1, 28, 28), 8)
+    h = g.linear(torch.randn(2, 16)).view(2, g.widths[0], 7, 7)
+    assert block_output_shapes(g.blocks, h) == [(8, 14, 14), (8, 28, 28)]
+    assert block_output_shapes(list(d.trunk)[:-1], torch.randn(2, 1, 28, 28)) == [(8, 14, 14), (8, 7, 7)] + [(8, 7, 7)] * 2
+
+
+def test_conditional_generator_output_batchnorm_is_plain_as_sngans():
+    g = ResNetGenerator(8, (3, 32, 32), width=4, num_classes=3)
+    assert type(g.output[0]) is nn.BatchNorm2d  # SNGAN's b5: L.BatchNormalization
+    assert all(isinstance(m, ConditionalBatchNorm) for b in g.blocks for m in b.residual if "Norm" in type(m).__name__)
+    compact = ResNetGenerator(8, (3, 32, 32), width=4, num_classes=3, layout="compact")
+    assert isinstance(compact.output[0], ConditionalBatchNorm)  # lit-gans 0.1's, whose checkpoints it loads
 
 
 def xavier_std(layer, gain):
@@ -113,7 +141,7 @@ def test_blocks_are_pre_activation():
     ]
     assert [type(m) for m in block.shortcut] == [nn.Upsample, nn.Conv2d]
     assert block.residual[2].mode == "nearest" and block.residual[2].scale_factor == 2
-    order = execution_order(block.residual, torch.randn(2, 8, 8, 8))
+    order = execution_order(block.residual, torch.randn(2, 4, 8, 8))
     assert order == [type(m) for m in block.residual]
     assert [type(m) for m in g.output] == [nn.BatchNorm2d, nn.ReLU, nn.Conv2d, nn.Tanh]
 
@@ -128,7 +156,7 @@ def test_blocks_are_pre_activation():
     # a block is shortcut + residual, and the shortcut still sees the block's input (no in-place activation on it)
     x = torch.randn(2, 4, 16, 16)
     assert torch.allclose(down(x), down.shortcut(x) + down.residual(x))
-    x = torch.randn(2, 16, 4, 4)
+    x = torch.randn(2, 4, 8, 8)
     assert torch.allclose(last(x), x + last.residual(x))
 
 
@@ -154,7 +182,7 @@ def test_discriminator_sum_pools_and_shares_its_trunk():
     d = ResNetDiscriminator((1, 28, 28), width=4)
     x = torch.randn(3, 1, 28, 28)
     h = d.trunk(x)
-    assert h.shape == (3, d.feature_dim, d.feature_size, d.feature_size) == (3, 8, 7, 7)
+    assert h.shape == (3, d.feature_dim, d.feature_size, d.feature_size) == (3, 4, 7, 7)
     assert torch.allclose(d.features(x), h.sum(dim=(2, 3)))  # sum, not mean
     assert torch.allclose(d.head(h).flatten(), d(x))  # what InfoGAN's shared-trunk head does
 
@@ -164,7 +192,9 @@ def test_batchnorm_conditional_generator(conditioning):
     torch.manual_seed(0)
     g = ResNetGenerator(8, (3, 32, 32), width=4, num_classes=3, conditioning=conditioning)
     cbns = [m for m in g.modules() if isinstance(m, ConditionalBatchNorm)]
-    assert len(cbns) == 2 * 3 + 1 and not any(isinstance(m, nn.BatchNorm2d) and m.affine for m in g.modules())
+    # each block's two BatchNorms are conditional; the output BatchNorm is plain (SNGAN's)
+    assert len(cbns) == 2 * 3 and type(g.output[0]) is nn.BatchNorm2d
+    assert sum(isinstance(m, nn.BatchNorm2d) and m.affine for m in g.modules()) == 1
     assert g.label_embedding is None and g.linear.in_features == 8
     with torch.no_grad():  # new CBN layers are plain BN: give the classes their own gains and biases
         for m in cbns:
