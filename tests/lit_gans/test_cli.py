@@ -248,6 +248,19 @@ def resolved_config(args: list[str], capsys) -> dict:
     return yaml.safe_load(capsys.readouterr().out)
 
 
+def test_the_sngan_config_has_sngans_projection_recipe(capsys):
+    # pfnet-research/sngan_projection configs/sn_projection_64.yml: hinge, SN, n_dis 5, Adam 2e-4 (0, 0.9)
+    config = REPO / "configs" / "cgan_calligraphy64.yaml"
+    assert "SNGAN's projection recipe" in config.read_text()
+    model = resolved_config(["--config", str(config)], capsys)["model"]["init_args"]
+    assert model["n_critic"] == 5
+    assert model["objective"]["class_path"] == "lit_gans.objectives.HingeLoss"
+    assert model["discriminator_spectral_norm"] and model["conditioning"] == "projection"
+    assert model["architecture"] == "resnet" and model["resnet_layout"] == "sngan"
+    for optimizer in (model["generator_optimizer"], model["discriminator_optimizer"]):
+        assert optimizer["init_args"]["lr"] == 2e-4 and optimizer["init_args"]["betas"] == [0.0, 0.9]
+
+
 def test_the_configs_folder_holds_one_file_per_run_and_the_trainers_they_share():
     named = set()
     for config in CONFIGS:
