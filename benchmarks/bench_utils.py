@@ -7,7 +7,6 @@ import copy
 import gzip
 import json
 import os
-import platform
 import resource
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from lightning.pytorch import Callback, Trainer
 
 from lit_gans import DCGAN, GAN, LSGAN, WGAN, WGANGP, InfoGAN, VanillaGAN
+from lit_gans.hardware import cpu_description
 from lit_gans.objectives import HingeLoss, RaLSGANLoss, RaSGANLoss
 from lit_gans.step import TrainingStep
 
@@ -169,7 +169,7 @@ def package_run(model, dm, batch_size, d_steps, warmup, precision="32-true", pro
 
 def machine() -> dict[str, Any]:
     return {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_description(),  # the model and whether it has native bf16: numbers depend on both
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

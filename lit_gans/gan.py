@@ -41,6 +41,7 @@ from lit_gans.augment import DiffAugmentHook
 from lit_gans.averaging import AveragedGenerator, EMAUpdate, match_generator_ema
 from lit_gans.console import console_callbacks
 from lit_gans.divergence import DivergenceGuard, NonFiniteLossError
+from lit_gans.hardware import warn_if_bf16_is_emulated
 from lit_gans.loggers import WANDB_RUN_KEY, wandb_run_of
 from lit_gans.networks.conditional import resolve_conditioning
 from lit_gans.networks.layers import has_batchnorm, spectral_norm_
@@ -725,6 +726,8 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
 
     def setup(self, stage: str) -> None:
         prepare_trainer(self.trainer)
+        if stage == "fit":
+            warn_if_bf16_is_emulated(self.trainer)
         if self.channels_last:
             for net in (self.generator, self.discriminator, self.generator_ema):
                 if net is not None:
