@@ -16,11 +16,30 @@ Example::
     Trainer(max_epochs=-1).fit(DCGAN(max_generator_steps=2000), MNISTDataModule("data"))
 """
 
-from lit_gans.gan import GAN
-from lit_gans.generate import load_model
-from lit_gans.models import DCGAN, DCGANSELU, LSGAN, WGAN, WGANGP, InfoGAN, VanillaGAN
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = [
-    "GAN", "DCGAN", "DCGANSELU", "InfoGAN", "LSGAN", "VanillaGAN", "WGAN", "WGANGP", "load_model", "__version__"
-]
+
+# Imported on first use (PEP 562), so that ``import lit_gans.objectives`` or ``lit_gans.networks`` does not load the
+# engine, the commands and their dependencies (Lightning's loggers, torch-fidelity).
+_EXPORTS = {
+    "GAN": "lit_gans.gan",
+    "load_model": "lit_gans.generate",
+    **{name: "lit_gans.models" for name in ("DCGAN", "DCGANSELU", "InfoGAN", "LSGAN", "VanillaGAN", "WGAN", "WGANGP")},
+}
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lit_gans' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
