@@ -39,7 +39,8 @@ VARIANTS: dict[str, Callable[..., GAN]] = {
                                           discriminator_spectral_norm=True, discriminator_norm="none", **kw),  # fmt: skip
     "acgan": lambda **kw: DCGAN(num_classes=10, conditioning="auxiliary", **kw),
     "acgan_real_only": lambda **kw: DCGAN(num_classes=10, conditioning="auxiliary", auxiliary_classify_fakes=False, **kw),
-    "dcgan_resnet": lambda **kw: DCGAN(architecture="resnet", **kw),
+    "dcgan_resnet": lambda **kw: DCGAN(architecture="resnet", **kw),  # SNGAN's shapes
+    "dcgan_resnet_compact": lambda **kw: DCGAN(architecture="resnet", resnet_layout="compact", **kw),  # 0.1's
 }
 
 #: The fast path's model options (with ``Trainer(precision=FAST_PRECISION)``; the joint D forward is on by itself
