@@ -333,7 +333,7 @@ def load_cache(path: Path) -> Optional[dict[str, Any]]:
     if not path.exists():
         return None
     try:
-        payload = torch.load(path, weights_only=False)
+        payload = torch.load(path, weights_only=True)  # a planted file must not run code: refused, rebuilt
     except Exception:
         return None
     return payload if isinstance(payload, dict) and payload.get("version") == CACHE_VERSION else None

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
+import re
 import time
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -26,6 +28,8 @@ from lit_gans.files import TEMPORARY_FILE, atomic_write_bytes
 from lit_gans.validation import check_float, check_int
 
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops")
+#: how torch names the object that its restricted unpickler (``weights_only=True``) refused to build
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -41,15 +45,47 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def checkpoint_problem(path: Union[str, os.PathLike]) -> Optional[str]:
-    """``None`` if ``path`` is a complete Lightning checkpoint, else what is wrong with it."""
+class UnsafeCheckpointError(ValueError):
+    """A file that only ``torch.load(weights_only=False)`` can read: unpickling it could run arbitrary code."""
+
+
+def load_checkpoint_file(
+    path: Union[str, os.PathLike], map_location: Any = "cpu", mmap: bool = False
+) -> Any:
+    """``torch.load(path, weights_only=True)``: the one way the package reads a checkpoint it did not just write.
+
+    PyTorch's restricted unpickler builds only tensors and plain values (dicts, lists, strings, numbers), which is
+    all a lit-gans or Lightning checkpoint holds; an unrestricted load (``weights_only=False``) would call whatever
+    a crafted file names, so a file that needs one is refused, never loaded.
+
+    Raises:
+        UnsafeCheckpointError: ``path`` holds another object; one line naming the file and the object.
+        Exception: whatever torch raises for a missing, truncated or foreign file.
+    """
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        unsupported = _UNSUPPORTED_GLOBAL.search(str(err))
+        if unsupported is None:  # a broken file, not a refused object
+            raise
+        raise UnsafeCheckpointError(
+            f"{path} is refused: it refers to {unsupported[1]}, which only torch.load(weights_only=False) would "
+            "call, and that can run arbitrary code (lit-gans checkpoints hold only tensors and plain values)"
+        ) from None
+
+
+def checkpoint_problem(path: Union[str, os.PathLike], required: tuple[str, ...] = REQUIRED_KEYS) -> Optional[str]:
+    """``None`` if ``path`` is a complete Lightning checkpoint (one holding the ``required`` entries) that loads
+    with :func:`load_checkpoint_file`, else what is wrong with it."""
+    try:
+        checkpoint = load_checkpoint_file(path, mmap=True)
+    except UnsafeCheckpointError as err:
+        return str(err).replace(f"{path} is refused", "refused", 1)
     except Exception as err:  # truncated zip, bad pickle, missing file
-        return f"unreadable ({type(err).__name__}: {err})"
+        return f"unreadable ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
     if not isinstance(checkpoint, dict):
         return "not a checkpoint dictionary"
-    missing = [k for k in REQUIRED_KEYS if k not in checkpoint]
+    missing = [k for k in required if k not in checkpoint]
     return f"incomplete (missing {', '.join(missing)})" if missing else None
 
 
@@ -246,4 +282,4 @@ def _generator_step(pl_module: Any) -> int:
     return int(getattr(pl_module, "generator_step", pl_module.global_step))
 
 
-__all__ = ["AtomicCheckpointIO", "BestCheckpoint", "LastCheckpoint", "checkpoint_problem", "remove_stale_temporaries", "resolve_checkpoint"]
+__all__ = ["AtomicCheckpointIO", "BestCheckpoint", "LastCheckpoint", "UnsafeCheckpointError", "checkpoint_problem", "load_checkpoint_file", "remove_stale_temporaries", "resolve_checkpoint"]

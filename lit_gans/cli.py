@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
@@ -25,7 +24,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import lit_gans
 import lit_gans.callbacks
-from lit_gans.checkpoints import resolve_checkpoint
+from lit_gans.checkpoints import load_checkpoint_file, resolve_checkpoint
 from lit_gans.console import quiet_console
 from lit_gans.datamodules import ImageDataModule
 from lit_gans.gan import GAN, NonFiniteLossError, preemption_checkpoint_path
@@ -94,7 +93,15 @@ class GANCLI(LightningCLI):
             return
         config = self.config[self.config.subcommand]
         path = config.get("ckpt_path")
-        if not path or path in CHECKPOINT_ALIASES:
+        if not path:
+            return
+        if config.get("weights_only") is False:
+            raise ValueError(
+                "--weights_only=false: lit-gans resumes only with weights_only=True (an unrestricted load can run "
+                "code that a checkpoint file names; lit-gans checkpoints need none)"
+            )
+        config["weights_only"] = True  # Lightning's own load of the resumed checkpoint: explicit, and restricted
+        if path in CHECKPOINT_ALIASES:
             return
         if not Path(path).exists():
             raise FileNotFoundError(f"--ckpt_path={path}: no such checkpoint file or folder")
@@ -151,7 +158,7 @@ def command_line_model_keys(command_line: list[str]) -> set[str]:
 def apply_checkpoint_hyperparameters(model_config: Namespace, checkpoint_path: str, command_line_keys: set[str]) -> None:
     """Put the checkpoint's stored model hyperparameters into ``model_config`` (``class_path`` + ``init_args``),
     except the keys in ``command_line_keys``; report each value that changes, and refuse another model class."""
-    stored = dict(torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters") or {})
+    stored = dict(load_checkpoint_file(checkpoint_path, mmap=True).get("hyper_parameters") or {})
     class_path = stored.pop("_class_path", None)
     stored.pop("_instantiator", None)
     if class_path is not None and import_class(class_path) is not import_class(model_config.class_path):

@@ -77,7 +77,7 @@ class DivergenceGuard:
         )
 
     def _rollback(self, network: str, value: float) -> None:
-        from lit_gans.checkpoints import resolve_checkpoint
+        from lit_gans.checkpoints import load_checkpoint_file, resolve_checkpoint
 
         callback = self.trainer.checkpoint_callback
         folder = getattr(callback, "dirpath", None)
@@ -87,7 +87,7 @@ class DivergenceGuard:
             path = None
         if path is None:
             raise NonFiniteLossError(self._divergence_message(network, value) + " No checkpoint to roll back to.")
-        checkpoint = torch.load(path, map_location=self.device, weights_only=False)
+        checkpoint = load_checkpoint_file(path, map_location=self.device)
         diverged = self._divergence_message(network, value).split("; stopping")[0]  # before the restore
         done = self._rollbacks + 1
         self.load_state_dict(checkpoint["state_dict"])

@@ -24,7 +24,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from lit_gans.checkpoints import TEMPORARY_FILE, remove_stale_temporaries
+from lit_gans.checkpoints import TEMPORARY_FILE, UnsafeCheckpointError, load_checkpoint_file, remove_stale_temporaries
 from lit_gans.files import atomic_write_bytes
 from lit_gans.gan import CLASS_NAMES_KEY, GAN, MODEL_CLASS_KEY
 from lit_gans.latent import interpolate, render_grid, to_uint8_image
@@ -62,8 +62,10 @@ def import_class(class_path: str) -> Any:
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # not a zip, truncated, a pickle of arbitrary objects
+        checkpoint = load_checkpoint_file(path, mmap=True)
+    except UnsafeCheckpointError as err:  # a pickle of arbitrary objects: never unpickled
+        raise ValueError(f"ckpt_path={err}") from None
+    except Exception as err:  # not a zip, truncated
         raise ValueError(f"ckpt_path={path} is not a checkpoint torch can read ({type(err).__name__})") from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"ckpt_path={path} is not a Lightning checkpoint (no state_dict in it)")

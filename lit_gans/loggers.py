@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any, Optional, Union
 from urllib.parse import urlsplit
 
-import torch
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info
+
+from lit_gans.checkpoints import load_checkpoint_file
 
 WANDB_RUN_KEY = "lit_gans_wandb_run"
 
@@ -86,7 +87,11 @@ def wandb_run_in_checkpoint(path: Union[str, os.PathLike]) -> Optional[dict[str,
 
         run = wandb_run_in_checkpoint("lightning_logs/lit-gans/ab12cd34/checkpoints/last.ckpt")
         logger = WandbLogger(project=run["project"], version=run["id"])  # the resumed fit continues that run
+
+    Raises:
+        UnsafeCheckpointError: a file that only an unrestricted load, which can run code, would read
+            (:func:`~lit_gans.checkpoints.load_checkpoint_file`).
     """
     # memory-mapped: only the small dictionary is read, not the weights (the resume loads them anyway)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    checkpoint = load_checkpoint_file(path, mmap=True)
     return checkpoint.get(WANDB_RUN_KEY) if isinstance(checkpoint, dict) else None

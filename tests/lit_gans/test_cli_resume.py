@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from checkpoint_testing import plant
 
 from lit_gans.checkpoints import checkpoint_problem
 from lit_gans.cli import PREEMPTED_EXIT_STATUS
@@ -220,3 +221,32 @@ def test_a_config_that_names_an_objective_resumes_with_it(tmp_path, monkeypatch,
     other = cli(tmp_path, monkeypatch, mnist_dir, f"--ckpt_path={folder}", "--model.init_args.max_generator_steps=6",
                 "--model.init_args.objective=lit_gans.objectives.NonSaturatingLoss", *small)  # fmt: skip
     assert isinstance(other.model.objective, NonSaturatingLoss) and other.model.generator_step == 6
+
+
+def test_a_planted_checkpoint_beside_a_good_one_is_refused_and_never_run(checkpoints, tmp_path, monkeypatch, mnist_dir):
+    marker = tmp_path / "marker"
+    planted = plant(checkpoints / "planted.ckpt", marker)
+    os.utime(planted, (time.time() + 60, time.time() + 60))  # the newest file of the folder
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(k.get("weights_only")) or real_load(*a, **k))
+    with pytest.warns(UserWarning, match=r"Skipping checkpoint .*planted\.ckpt: refused: it refers to exec, .*resuming from .*last\.ckpt"):
+        model = cli(tmp_path, monkeypatch, mnist_dir, f"--ckpt_path={checkpoints}", "--model.init_args.max_generator_steps=7").model
+    assert model.generator_step == 7 and not marker.exists()
+    assert loads and all(weights_only is True for weights_only in loads), loads  # Lightning's own resume load too
+
+
+def test_a_checkpoint_that_needs_an_unrestricted_load_is_one_error_line(tmp_path, mnist_dir):
+    (tmp_path / "run").mkdir()
+    plant(tmp_path / "run" / "last.ckpt", tmp_path / "marker")
+    result = run(tmp_path, mnist_dir, "--ckpt_path=run/last.ckpt")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "marker").exists()
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lit-gans: error:")]
+    assert errors == [
+        "lit-gans: error: no valid checkpoint to resume from at run/last.ckpt: checkpoint run/last.ckpt: refused: it "
+        "refers to exec, which only torch.load(weights_only=False) would call, and that can run arbitrary code "
+        "(lit-gans checkpoints hold only tensors and plain values)"
+    ], result.stderr
+    unrestricted = run(tmp_path, mnist_dir, "--ckpt_path=run", "--weights_only=false")
+    assert unrestricted.returncode == 2 and "lit-gans: error: --weights_only=false: lit-gans resumes only with" in unrestricted.stderr
