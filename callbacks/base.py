@@ -3,12 +3,14 @@ and images through whatever loggers the Trainer has, against the generator step,
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional, TypeVar
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities.seed import isolate_rng
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
@@ -23,9 +25,42 @@ def generator_step(pl_module: LightningModule) -> int:
     return int(step) if step is not None else int(pl_module.trainer.global_step)
 
 
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def keeps_global_rng(method: Method) -> Method:
+    """Run ``method`` with the global random state (CPU and CUDA) saved and restored afterwards (Lightning's
+    ``isolate_rng``). Monitoring must not draw from it: building a classifier (random initialisation before its
+    weights load) or a new DataLoader iterator would otherwise shift what dropout and augmentation draw in training,
+    and a run with a monitoring callback would not train like one without."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with isolate_rng():
+            return method(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def fixed_labels(pl_module: Any, n: int, generator: torch.Generator) -> Optional[Tensor]:
+    """The class labels of ``n`` fixed samples of a class-conditional model, on the CPU (``None`` for an
+    unconditional one): drawn from ``generator``, a metric's own seeded one, by the model's ``draw_labels`` (the
+    training data's class frequencies), else balanced (``i % num_classes``). Never from the model's training noise
+    stream, which ``sample(labels=None)`` would use: such values would change at every call, shift the training
+    randomness, and not be reproducible by ``lit-gans evaluate``."""
+    num_classes = int(getattr(pl_module, "num_classes", 0) or 0)
+    if not num_classes:
+        return None
+    draw = getattr(pl_module, "draw_labels", None)
+    if callable(draw):
+        return draw(n, generator=generator).cpu()
+    return torch.arange(n) % num_classes
+
+
 class PeriodicCallback(Callback):
     """Runs :meth:`run` every ``every_n_generator_steps`` generator updates and/or every ``every_n_epochs`` epochs
-    (and once at the end of training with ``at_train_end``). Each generator step runs at most once."""
+    (and once at the end of training with ``at_train_end``). Each generator step runs at most once, with the global
+    random state left as it was (:func:`keeps_global_rng`)."""
 
     def __init__(
         self, every_n_generator_steps: Optional[int] = None, every_n_epochs: Optional[int] = None, at_train_end: bool = False
@@ -42,7 +77,7 @@ class PeriodicCallback(Callback):
         step = generator_step(pl_module)
         if step != self._last_step:
             self._last_step = step
-            self.run(trainer, pl_module)
+            keeps_global_rng(self.run)(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         n = self.every_n_generator_steps
@@ -149,5 +184,6 @@ def log_image(trainer: Trainer, pl_module: LightningModule, key: str, grid: Tens
 
 
 __all__ = [
-    "MetricCallback", "PeriodicCallback", "generator_step", "image_dir", "log_image", "log_scalars", "train_loader",
+    "MetricCallback", "PeriodicCallback", "fixed_labels", "generator_step", "image_dir", "keeps_global_rng", "log_image",
+    "log_scalars", "train_loader",
 ]

@@ -13,7 +13,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from lit_gans.callbacks.base import MetricCallback
+from lit_gans.callbacks.base import MetricCallback, keeps_global_rng
 from lit_gans.callbacks.classifier import (
     CLASSIFIER_CHOICES,
     _train_set,
@@ -157,6 +157,7 @@ class ConditionalAccuracy(MetricCallback):
         self.classifier: Optional[nn.Module] = None
         self.real_accuracy: Optional[float] = None
 
+    @keeps_global_rng
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.num_classes = require_conditional(pl_module, "ConditionalAccuracy")
         datamodule = getattr(trainer, "datamodule", None)

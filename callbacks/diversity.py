@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
-from lit_gans.callbacks.base import MetricCallback, log_scalars, train_loader
+from lit_gans.callbacks.base import MetricCallback, fixed_labels, keeps_global_rng, log_scalars, train_loader
 from lit_gans.callbacks.features import MNISTClassifier
 from lit_gans.validation import check_float, check_int
 
@@ -78,6 +78,9 @@ class DiversityMonitor(MetricCallback):
       (:func:`ms_ssim_settings`; torchmetrics' defaults need 176 px).
     * ``diversity/collapse`` is 1 when ``ms_ssim_fake > ms_ssim_real + collapse_margin``; with
       ``stop_on_collapse`` training stops there.
+    * A class-conditional model's samples get fixed labels too, drawn with the fixed latents from the training
+      data's class frequencies (:func:`~lit_gans.callbacks.base.fixed_labels`), so that they mix classes as the
+      real pairs do; successive values are comparable and ``lit-gans evaluate`` reproduces them.
     * With a ``classifier`` (``"mnist"``: the shipped digit classifier, or a module with ``logits``):
       ``diversity/modes_covered`` and ``diversity/kl_classes`` (KL of the generated class histogram from the
       data's).
@@ -125,6 +128,7 @@ class DiversityMonitor(MetricCallback):
         self.real_counts: Optional[Tensor] = None
         self.collapsed_at: Optional[int] = None
 
+    @keeps_global_rng
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         spec = self.classifier_spec
         self.classifier = MNISTClassifier.pretrained() if spec == "mnist" else spec
@@ -157,9 +161,17 @@ class DiversityMonitor(MetricCallback):
             if self.classifier is not None:
                 self.real_counts = class_histogram(self._logits(real, device), self.num_classes).cpu()
         share = max(2, self.num_samples // trainer.world_size)
-        z = pl_module.sample_latent(share, generator=torch.Generator().manual_seed(self.seed + 1 + trainer.global_rank))
+        fixed = torch.Generator().manual_seed(self.seed + 1 + trainer.global_rank)
+        z = pl_module.sample_latent(share, generator=fixed)
+        labels = fixed_labels(pl_module, share, fixed)  # a conditional model's: the data's class mix, fixed
         kwargs = {} if self.ema is None else {"ema": self.ema}
-        fake = torch.cat([pl_module.sample(z=chunk, **kwargs) for chunk in z.split(CHUNK)])
+        if labels is None:
+            fake = torch.cat([pl_module.sample(z=chunk, **kwargs) for chunk in z.split(CHUNK)])
+        else:
+            fake = torch.cat([
+                pl_module.sample(z=chunk, labels=chunk_labels.to(device), **kwargs)
+                for chunk, chunk_labels in zip(z.split(CHUNK), labels.split(CHUNK))
+            ])
         fake_ms_ssim = strategy.reduce(pairwise_ms_ssim(fake, generator=g).to(device), reduce_op="mean")
         metrics = {"diversity/ms_ssim_fake": fake_ms_ssim, "diversity/ms_ssim_real": self.real_ms_ssim}
         collapsed = bool(fake_ms_ssim.item() > self.real_ms_ssim.item() + self.collapse_margin)

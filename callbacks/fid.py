@@ -16,7 +16,7 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from lit_gans.callbacks.base import MetricCallback, log_scalars, train_loader
+from lit_gans.callbacks.base import MetricCallback, fixed_labels, keeps_global_rng, log_scalars, train_loader
 from lit_gans.callbacks.classifier import data_classifier, labelled_tensors, shared_data_classifier
 from lit_gans.callbacks.conditional import model_num_classes, require_conditional
 from lit_gans.callbacks.features import (
@@ -295,6 +295,7 @@ class FIDCallback(MetricCallback):
         return "fid" + self.key_suffix
 
     # ------------------------------------------------------------------ setup
+    @keeps_global_rng
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # Built here, in each process: metric states created before a CPU ddp_spawn would be shared memory between
         # ranks (the engineering notes), and a missing Inception file fails now rather than mid-run.
@@ -545,10 +546,7 @@ class FIDCallback(MetricCallback):
         balanced (``i % num_classes``). Zeros, unused, for an unconditional model."""
         if not num_classes:
             return torch.zeros(self.num_fake, dtype=torch.long)
-        draw = getattr(pl_module, "draw_labels", None)
-        if callable(draw):
-            return draw(self.num_fake, generator=torch.Generator().manual_seed(self.seed)).cpu()
-        return torch.arange(self.num_fake) % num_classes
+        return fixed_labels(pl_module, self.num_fake, torch.Generator().manual_seed(self.seed))
 
     @torch.no_grad()
     def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Tensor]:

@@ -13,7 +13,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -74,18 +74,46 @@ def to_uint8_image(grid: Tensor) -> np.ndarray:
     return (grid * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def interpolation_grid(model: Any, z0: Tensor, z1: Tensor, steps: int = 8, method: str = "spherical") -> Tensor:
-    """``model.sample`` along an interpolation from ``z0`` to ``z1``, one row per pair if ``z0`` is a batch."""
+def row_labels(model: Any, rows: int, labels: Optional[Union[Tensor, int]] = None) -> Optional[Tensor]:
+    """One class per row of a grid of a class-conditional ``model`` (``None`` for an unconditional one):
+    ``labels`` (one int for every row, or one per row), else the model's fixed ``sample_labels`` (``0, 1, 2, ...``).
+    Never ``sample(labels=None)``, which draws them from the training noise stream: the picture would change at
+    every call and training would not be the same with and without it."""
+    num_classes = int(getattr(model, "num_classes", 0) or 0)
+    if not num_classes:
+        if labels is not None:
+            raise ValueError("labels=... needs a conditional model (built with num_classes > 0)")
+        return None
+    if labels is None:
+        fixed = getattr(model, "sample_labels", None)
+        labels = fixed[:rows].cpu() if fixed is not None and len(fixed) >= rows else torch.arange(rows) % num_classes
+    labels = torch.as_tensor(labels).long().cpu()
+    return labels.expand(rows) if labels.dim() == 0 else labels
+
+
+def _sample(model: Any, z: Tensor, labels: Optional[Tensor]) -> Tensor:
+    return model.sample(z=z) if labels is None else model.sample(z=z, labels=labels.to(z.device))
+
+
+def interpolation_grid(
+    model: Any, z0: Tensor, z1: Tensor, steps: int = 8, method: str = "spherical",
+    labels: Optional[Union[Tensor, int]] = None,
+) -> Tensor:
+    """``model.sample`` along an interpolation from ``z0`` to ``z1``, one row per pair if ``z0`` is a batch; a
+    conditional model's rows keep one class each (``labels``, default :func:`row_labels`: fixed)."""
     if z0.dim() == 1:
         z0, z1 = z0[None], z1[None]
     z = torch.cat([interpolate(a, b, steps, method) for a, b in zip(z0, z1)])
-    return render_grid(model.sample(z=z), nrow=steps)
+    rows = row_labels(model, len(z0), labels)
+    return render_grid(_sample(model, z, None if rows is None else rows.repeat_interleave(steps)), nrow=steps)
 
 
-def arithmetic_grid(model: Any, a: Tensor, b: Tensor, c: Tensor) -> Tensor:
-    """One row: ``G(mean a)``, ``G(mean b)``, ``G(mean c)`` and ``G(mean a - mean b + mean c)``."""
+def arithmetic_grid(model: Any, a: Tensor, b: Tensor, c: Tensor, label: Optional[int] = None) -> Tensor:
+    """One row: ``G(mean a)``, ``G(mean b)``, ``G(mean c)`` and ``G(mean a - mean b + mean c)``; for a
+    conditional model all of class ``label`` (default: its first fixed label, :func:`row_labels`)."""
     z = torch.stack([a.mean(0), b.mean(0), c.mean(0), latent_arithmetic(a, b, c)])
-    return render_grid(model.sample(z=z), nrow=4)
+    row = row_labels(model, 1, label)
+    return render_grid(_sample(model, z, None if row is None else row.expand(4)), nrow=4)
 
 
 __all__ = [
@@ -97,4 +125,5 @@ __all__ = [
     "to_uint8_image",
     "interpolation_grid",
     "arithmetic_grid",
+    "row_labels",
 ]

@@ -58,3 +58,22 @@ def test_render_grid_maps_minus_one_one_to_uint8():
     img = to_uint8_image(render_grid(images, nrow=2, padding=0))
     assert img.dtype == np.uint8 and img.shape == (4, 8, 3)
     assert img[:, :4].max() == 0 and img[:, 4:].min() == 255
+
+
+def test_grids_of_a_conditional_model_use_fixed_labels_not_the_training_noise():
+    m = DCGAN(num_classes=10, latent_dim=8, generator_width=4, discriminator_width=4, noise_seed=0)
+    z0, z1 = m.sample_noise[0:3], m.sample_noise[3:6]
+    stream = m._noise_generator().get_state()
+    grid = interpolation_grid(m, z0, z1, steps=4)
+    assert torch.equal(m._noise_generator().get_state(), stream)  # no label was drawn from the training stream
+    assert torch.equal(grid, interpolation_grid(m, z0, z1, steps=4))
+    path = torch.cat([interpolate(a, b, 4) for a, b in zip(z0, z1)])
+    rows = m.sample_labels[:3].repeat_interleave(4)  # one fixed class per row: 0, 1, 2
+    assert torch.equal(grid, render_grid(m.sample(z=path, labels=rows), nrow=4))
+    sevens = interpolation_grid(m, z0, z1, steps=4, labels=7)
+    assert torch.equal(sevens, render_grid(m.sample(z=path, labels=7), nrow=4))
+    a, b, c = torch.randn(3, 8), torch.randn(3, 8), torch.randn(3, 8)
+    assert torch.equal(arithmetic_grid(m, a, b, c, label=2), arithmetic_grid(m, a, b, c, label=2))
+    assert torch.equal(m._noise_generator().get_state(), stream)
+    with pytest.raises(ValueError, match="needs a conditional model"):
+        interpolation_grid(DCGAN(generator_width=4, discriminator_width=4), torch.randn(100), torch.randn(100), labels=1)
