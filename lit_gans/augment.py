@@ -25,6 +25,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from lit_gans.ada import AdaptiveAugment
+
 POLICIES = ("color", "translation", "cutout")
 
 
@@ -123,4 +125,4 @@ class DiffAugmentHook:
         return (_apply(args[0], self.operations), *args[1:])
 
 
-__all__ = ["POLICIES", "DiffAugmentHook", "color", "cut_out", "cutout", "diff_augment", "translate", "translation"]
+__all__ = ["POLICIES", "AdaptiveAugment", "DiffAugmentHook", "color", "cut_out", "cutout", "diff_augment", "translate", "translation"]
