@@ -1,5 +1,6 @@
-"""Checkpoints that survive interruption: atomic writes, a ``last.ckpt`` written on a schedule, and resuming from
-the newest checkpoint that loads.
+"""Checkpoints that survive interruption: atomic writes, a ``last.ckpt`` written on a schedule, resuming from the
+newest checkpoint that loads, the best checkpoint kept by a metric; and which file of a run's folder each command
+takes (:func:`resolve_checkpoint` to resume, :func:`checkpoint_to_sample` to sample and evaluate).
 
 Example::
 
@@ -29,6 +30,8 @@ from lit_gans.validation import check_float, check_int
 
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops")
 #: how torch names the object that its restricted unpickler (``weights_only=True``) refused to build
+#: what a metric's name may not put into a file name: ``conditional/accuracy`` -> ``best-conditional_accuracy-...``
+FILE_UNSAFE = re.compile(r"[^\w.-]+")  # \w is Unicode-aware: the calligraphy classes' characters are kept
 _UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 
 
@@ -89,6 +92,11 @@ def checkpoint_problem(path: Union[str, os.PathLike], required: tuple[str, ...] 
     return f"incomplete (missing {', '.join(missing)})" if missing else None
 
 
+def newest_first(folder: Union[str, os.PathLike]) -> list[Path]:
+    """The ``*.ckpt`` files of ``folder``, newest (by modification time) first."""
+    return sorted(Path(folder).glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
     """The checkpoint to resume from: ``path`` itself when it is a valid checkpoint file; for a folder, or a file
     that turns out corrupt, the newest valid ``*.ckpt`` beside it (by modification time), with a warning naming
@@ -104,9 +112,7 @@ def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
     folder = path if path.is_dir() else path.parent
     remove_stale_temporaries(folder)
     candidates = [] if path.is_dir() else [path]
-    candidates += sorted(
-        (p for p in folder.glob("*.ckpt") if p != path), key=lambda p: p.stat().st_mtime, reverse=True
-    )
+    candidates += [p for p in newest_first(folder) if p != path]
     skipped = []
     for candidate in candidates:
         problem = checkpoint_problem(candidate)
@@ -117,6 +123,54 @@ def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
         skipped.append(f"checkpoint {candidate}: {problem}")
     found = f": {'; '.join(skipped)}" if skipped else " (no *.ckpt file)"
     raise FileNotFoundError(f"no valid checkpoint to resume from at {path}{found}")
+
+
+def checkpoint_to_sample(folder: Union[str, os.PathLike]) -> Path:
+    """The checkpoint of a run's folder to sample from or evaluate: the best by its metric among those a
+    :class:`BestCheckpoint` (or any monitoring ``ModelCheckpoint``) saved, by the metric's ``mode`` (the lowest
+    FID, the highest accuracy; the newer of equal ones); else the newest ``best-*.ckpt`` that records no metric,
+    else the newest other ``*.ckpt`` (``last.ckpt``). Files
+    that do not load are skipped (weights only: no optimizer state needed). A folder holding the best checkpoints of
+    several metrics is ranked by the metric of its newest one.
+
+    Raises:
+        FileNotFoundError: no loadable checkpoint in ``folder``.
+    """
+    scored, unscored = [], []
+    for path in newest_first(folder):
+        try:
+            checkpoint = load_checkpoint_file(path, mmap=True)
+        except Exception:  # unreadable, or refused (UnsafeCheckpointError)
+            continue
+        if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
+            score = saved_score(checkpoint, path.name)
+            (unscored if score is None else scored).append((path, score))
+    if scored:
+        monitor = scored[0][1][0]  # that of the newest scored file
+        ranked = [(path, value) for path, (name, mode, value) in scored if name == monitor]
+        sign = -1.0 if scored[0][1][1] == "max" else 1.0
+        return min(ranked, key=lambda item: sign * item[1])[0]  # min keeps the first (newest) of equal values
+    if unscored:  # sorted() keeps newest first within each group
+        return sorted(unscored, key=lambda item: not item[0].name.startswith("best-"))[0][0]
+    raise FileNotFoundError(f"ckpt_path={folder}: no loadable *.ckpt file in this folder")
+
+
+#: the mode in a ``ModelCheckpoint``'s state key, for checkpoints whose state does not store it
+_STATE_KEY_MODE = re.compile(r"'mode': '(min|max)'")
+
+
+def saved_score(checkpoint: dict[str, Any], file_name: str) -> Optional[tuple[str, str, float]]:
+    """``(monitor, mode, value)``: the metric value for which a checkpoint callback saved the checkpoint
+    ``file_name``, as its state in the file records (the callback adds the file to its ``best_k_models`` before
+    saving it); ``None`` for a file saved without a metric (``last.ckpt``)."""
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if not isinstance(state, dict) or not state.get("monitor") or not isinstance(state.get("best_k_models"), dict):
+            continue
+        for saved_path, value in state["best_k_models"].items():
+            if Path(str(saved_path)).name == file_name and value is not None:
+                mode = state.get("mode") or (_STATE_KEY_MODE.search(str(key)) or [None, "min"])[1]
+                return str(state["monitor"]), mode, float(value)
+    return None
 
 
 def remove_stale_temporaries(folder: Union[str, os.PathLike]) -> list[Path]:
@@ -229,7 +283,9 @@ class BestCheckpoint(ModelCheckpoint):
 
     Lightning's ``ModelCheckpoint(every_n_train_steps=1, monitor=...)`` does the same but, under manual
     optimization, warns at every save; its ``step`` counts optimizer steps of both networks. Here file names carry
-    the generator step: ``best-fid-generator_step=4000.ckpt``.
+    the generator step: ``best-fid-generator_step=4000.ckpt`` (characters of the metric's name that do not belong
+    in a file name become ``_``: ``best-conditional_accuracy-generator_step=4000.ckpt``).
+    :func:`checkpoint_to_sample` picks the best of them by the value and ``mode`` each file records.
 
     Example::
 
@@ -249,13 +305,16 @@ class BestCheckpoint(ModelCheckpoint):
             raise ValueError("BestCheckpoint(monitor=...) names the logged metric to keep the best checkpoints of")
         super().__init__(
             dirpath=dirpath,
-            filename=filename or f"best-{monitor}-{{generator_step}}",
+            filename=filename or f"best-{FILE_UNSAFE.sub('_', monitor)}-{{generator_step}}",
             monitor=monitor,
             mode=mode,
             save_top_k=check_int("save_top_k", save_top_k),
             save_on_train_epoch_end=False,
         )
         self._seen: Any = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "mode": self.mode}  # how checkpoint_to_sample ranks the saved files
 
     def _monitor_candidates(self, trainer: Any) -> dict[str, Any]:
         candidates = super()._monitor_candidates(trainer)
@@ -282,4 +341,5 @@ def _generator_step(pl_module: Any) -> int:
     return int(getattr(pl_module, "generator_step", pl_module.global_step))
 
 
-__all__ = ["AtomicCheckpointIO", "BestCheckpoint", "LastCheckpoint", "UnsafeCheckpointError", "checkpoint_problem", "load_checkpoint_file", "remove_stale_temporaries", "resolve_checkpoint"]
+__all__ = ["AtomicCheckpointIO", "BestCheckpoint", "LastCheckpoint", "FILE_UNSAFE", "UnsafeCheckpointError", "checkpoint_problem", "checkpoint_to_sample", "load_checkpoint_file", "newest_first",
+           "remove_stale_temporaries", "resolve_checkpoint", "saved_score"]

@@ -24,7 +24,14 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from lit_gans.checkpoints import TEMPORARY_FILE, UnsafeCheckpointError, load_checkpoint_file, remove_stale_temporaries
+from lit_gans.checkpoints import (
+    FILE_UNSAFE,
+    TEMPORARY_FILE,
+    UnsafeCheckpointError,
+    checkpoint_to_sample,
+    load_checkpoint_file,
+    remove_stale_temporaries,
+)
 from lit_gans.files import atomic_write_bytes
 from lit_gans.gan import CLASS_NAMES_KEY, GAN, MODEL_CLASS_KEY
 from lit_gans.latent import interpolate, render_grid, to_uint8_image
@@ -38,7 +45,6 @@ FORMATS = ("png", "npz")
 GIF_PATHS, GIF_KEYFRAMES, GIF_FRAME_MS = 8, 4, 80
 _NUMBERED_PNG = re.compile(r"^\d{6,}\.png$")  # generate's names: at least 6 digits
 _CLASS_FOLDER = re.compile(r"^\d+(_.*)?$")
-_UNSAFE = re.compile(r"[^\w.-]+")  # \w is Unicode-aware: the calligraphy classes' characters are kept
 
 
 def _one_line(text: Any) -> str:
@@ -70,25 +76,6 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"ckpt_path={path} is not a Lightning checkpoint (no state_dict in it)")
     return checkpoint
-
-
-def checkpoint_to_sample(folder: Union[str, os.PathLike]) -> Path:
-    """The checkpoint of a run's folder to sample from or evaluate: the newest ``best-*.ckpt``
-    (:class:`~lit_gans.checkpoints.BestCheckpoint`; GANs often get worse after their best step), else the newest
-    other ``*.ckpt`` (``last.ckpt``), skipping files that do not load (weights only: no optimizer state needed).
-
-    Raises:
-        FileNotFoundError: no loadable checkpoint in ``folder``.
-    """
-    folder = Path(folder)
-    files = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for candidate in [p for p in files if p.name.startswith("best-")] + [p for p in files if not p.name.startswith("best-")]:
-        try:
-            _read_checkpoint(candidate)
-        except ValueError:
-            continue
-        return candidate
-    raise FileNotFoundError(f"ckpt_path={folder}: no loadable *.ckpt file in this folder")
 
 
 def describe_checkpoint(ckpt_path: Union[str, os.PathLike]) -> str:
@@ -175,7 +162,7 @@ def class_folders(num_classes: int, class_names: Optional[Sequence[str]] = None)
     folders = []
     for index in range(num_classes):
         name = str(class_names[index]) if class_names is not None and index < len(class_names) else ""
-        safe = _UNSAFE.sub("_", name).strip("._")[:64]
+        safe = FILE_UNSAFE.sub("_", name).strip("._")[:64]
         folders.append(f"{index:0{width}d}" + ("" if safe in ("", str(index)) else f"_{safe}"))
     return folders
 

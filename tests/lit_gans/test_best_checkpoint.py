@@ -3,7 +3,9 @@ measured, with the weights they were measured on, and without Lightning's manual
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import torch
 from gan_testing import TINY, RandomImages, tiny_trainer_kwargs
@@ -12,20 +14,22 @@ from lightning.pytorch import Callback, Trainer
 from lit_gans import DCGAN
 from lit_gans.callbacks import BestCheckpoint
 from lit_gans.callbacks.base import log_scalars
+from lit_gans.checkpoints import checkpoint_to_sample
+from lit_gans.generate import describe_checkpoint, load_model
 
 
 class ScriptedMetric(Callback):
-    """Logs ``values[step]`` as ``fid`` after the generator steps named in ``values``, and remembers the
+    """Logs ``values[step]`` as ``name`` after the generator steps named in ``values``, and remembers the
     generator's weights it 'measured'."""
 
-    def __init__(self, values: dict[int, float]) -> None:
-        self.values, self.weights = values, {}
+    def __init__(self, values: dict[int, float], name: str = "fid") -> None:
+        self.values, self.name, self.weights = values, name, {}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = pl_module.generator_step
         if step in self.values and step not in self.weights:
             self.weights[step] = {k: v.clone() for k, v in pl_module.generator.state_dict().items()}
-            log_scalars(trainer, pl_module, {"fid": torch.tensor(self.values[step])})
+            log_scalars(trainer, pl_module, {self.name: torch.tensor(self.values[step])})
 
 
 def test_keeps_the_best_steps_with_the_weights_they_were_measured_on(tmp_path):
@@ -53,3 +57,34 @@ def test_mode_max_and_a_metric_never_logged(tmp_path):
     model = DCGAN(**TINY, max_generator_steps=3)
     Trainer(**tiny_trainer_kwargs(callbacks=[best], enable_checkpointing=True)).fit(model, RandomImages())
     assert not (tmp_path / "a").exists() or not list((tmp_path / "a").glob("*.ckpt"))
+
+
+def fit_with_best(tmp_path, values, **best_kwargs) -> Path:
+    """A fit whose scripted metric logs ``values``; the checkpoint folder, each file's time that of its step."""
+    best = BestCheckpoint(dirpath=tmp_path / "checkpoints", **best_kwargs)
+    metric = ScriptedMetric(values, name=best.monitor)
+    model = DCGAN(**TINY, max_generator_steps=max(values) + 1)
+    Trainer(**tiny_trainer_kwargs(callbacks=[metric, best], enable_checkpointing=True)).fit(model, RandomImages())
+    for path in (tmp_path / "checkpoints").glob("*.ckpt"):  # file times in step order, whatever the clock's resolution
+        step = torch.load(path, weights_only=True)["state_dict"]["generator_steps"]
+        os.utime(path, (1e9 + int(step), 1e9 + int(step)))
+    return tmp_path / "checkpoints"
+
+
+def test_a_run_folder_samples_its_best_checkpoint_not_its_newest(tmp_path):
+    folder = fit_with_best(tmp_path, {2: 46.0, 4: 40.0, 6: 45.0}, monitor="fid", save_top_k=2)
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == ["best-fid-generator_step=4.ckpt", "best-fid-generator_step=6.ckpt"]
+    assert Path(load_model(folder).checkpoint_path).name == "best-fid-generator_step=4.ckpt"  # FID 40, not the newer 45
+    assert describe_checkpoint(folder) == f"{folder / 'best-fid-generator_step=4.ckpt'} (generator step 4)"
+
+
+def test_a_metric_name_with_a_slash_gives_a_file_in_the_folder_and_max_mode_ranks_it(tmp_path):
+    folder = fit_with_best(
+        tmp_path, {2: 0.5, 4: 0.9, 6: 0.7}, monitor="conditional/accuracy", mode="max", save_top_k=3
+    )
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        "best-conditional_accuracy-generator_step=2.ckpt",
+        "best-conditional_accuracy-generator_step=4.ckpt",
+        "best-conditional_accuracy-generator_step=6.ckpt",
+    ]
+    assert checkpoint_to_sample(folder).name == "best-conditional_accuracy-generator_step=4.ckpt"  # the highest
