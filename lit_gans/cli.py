@@ -27,12 +27,13 @@ import lit_gans.callbacks
 from lit_gans.checkpoints import load_checkpoint_file, resolve_checkpoint
 from lit_gans.console import quiet_console
 from lit_gans.datamodules import ImageDataModule
+from lit_gans.files import WriteError, check_writable
 from lit_gans.gan import GAN, NonFiniteLossError, preemption_checkpoint_path
 from lit_gans.generate import describe_checkpoint, import_class
 from lit_gans.loggers import wandb_run_in_checkpoint
 
 PACKAGE_DIRS = tuple(str(Path(m.__file__).parent) for m in (lit_gans, lit_gans.callbacks, lit_gans.datamodules))
-USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLossError)
+USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLossError, WriteError)
 #: exit status of a fit stopped by SIGTERM before its budget, after saving ``last.ckpt``: sysexits.h's EX_TEMPFAIL,
 #: "a temporary failure; the user is invited to retry" (a retry wrapper resumes on it, and stops on 0)
 PREEMPTED_EXIT_STATUS = 75
@@ -128,6 +129,14 @@ class GANCLI(LightningCLI):
                 f"model.init_args.image_shape={tuple(requested)} conflicts with the data's image_shape="
                 f"{tuple(linked)}, which the model takes: set the data's image_size/channels instead"
             )
+        path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+        if path and path not in CHECKPOINT_ALIASES and linked is not None:  # its networks are built for its shape
+            stored = (load_checkpoint_file(path, mmap=True).get("hyper_parameters") or {}).get("image_shape")
+            if stored is not None and tuple(stored) != tuple(linked):
+                raise ValueError(
+                    f"--ckpt_path={path} holds a model of image_shape={tuple(stored)}, and the data gives image_shape="
+                    f"{tuple(linked)}: resume with the run's data settings (image_size, channels), or start a new run"
+                )
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
@@ -262,6 +271,9 @@ def main(args: Optional[list[str]] = None) -> Any:
     without a Python traceback."""
     try:
         return _run(args)
+    except KeyboardInterrupt as err:  # Ctrl-C outside fit (Lightning handles fit's): one line, the shell's 130
+        print(f"lit-gans: interrupted: {err}" if str(err) else "lit-gans: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
     except Exception as err:
         user = _user_error(err)
         if user is None:
@@ -313,12 +325,17 @@ def run_command(name: str, args: list[str], prog: str) -> Any:
     except ArgumentError as err:
         message = " ".join(str(err).split())
         raise ValueError(f"{prog}: {message} (lit-gans {prog} --help lists the options)") from None
+    output_json = kwargs.pop("output_json", None) if name == "evaluate" else None
+    if output_json is not None:  # checked before computing, written after printing: a failed write loses nothing
+        check_writable(output_json, "output_json")
     result = function(**kwargs)
     if name == "evaluate":
-        from lit_gans.evaluate import format_metrics
+        from lit_gans.evaluate import format_metrics, write_metrics_json
 
         print(f"lit-gans: {describe_checkpoint(kwargs['ckpt_path'])}")
-        print(format_metrics(result))
+        print(format_metrics(result), flush=True)
+        if output_json is not None:
+            write_metrics_json(output_json, result)
     else:
         print(f"lit-gans: wrote {kwargs['num_images']} images to {result} from {describe_checkpoint(kwargs['ckpt_path'])}")
     return result

@@ -35,7 +35,7 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from lit_gans.callbacks.base import MetricCallback
 from lit_gans.cli import CLI_OPTIONS, GANCLI
 from lit_gans.datamodules import ImageDataModule
-from lit_gans.files import atomic_write_bytes
+from lit_gans.files import atomic_write_bytes, check_writable
 from lit_gans.gan import GAN
 from lit_gans.generate import import_class, load_model
 
@@ -205,7 +205,8 @@ def evaluate(
         accelerator: ``cpu``, ``gpu``, ``mps``, ``auto``, ... (default: the config's ``trainer.accelerator``).
         data_dir: the data's folder, overriding the config's ``data.init_args.data_dir``.
         output_json: also write the metrics to this file, as one JSON object (metric name -> number, ``null`` for
-            a non-finite value), atomically.
+            a non-finite value), atomically; a path that cannot be written is refused before anything is computed
+            (``lit-gans evaluate`` prints the metrics before writing the file).
 
     Returns:
         metric name -> value, in the order of the config's callbacks.
@@ -216,6 +217,8 @@ def evaluate(
     for path in configs:
         if not Path(path).is_file():
             raise FileNotFoundError(f"--config={path}: no such file")
+    if output_json is not None:  # before computing: a path that cannot be written fails now, not after the metrics
+        check_writable(output_json, "output_json")
     args = [f"--trainer.accelerator={accelerator}"] if accelerator is not None else []
     if data_dir is not None:
         args.append(f"--data.init_args.data_dir={data_dir}")

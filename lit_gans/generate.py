@@ -32,7 +32,7 @@ from lit_gans.checkpoints import (
     load_checkpoint_file,
     remove_stale_temporaries,
 )
-from lit_gans.files import atomic_write_bytes
+from lit_gans.files import WriteError, atomic_write_bytes, check_writable
 from lit_gans.gan import CLASS_NAMES_KEY, GAN, MODEL_CLASS_KEY
 from lit_gans.latent import interpolate, render_grid, to_uint8_image
 from lit_gans.validation import check_choice, check_int
@@ -260,6 +260,9 @@ def _prepare_output_dir(folder: Path, file_format: str, overwrite: bool) -> None
     one; with ``overwrite``, remove what an earlier generate wrote there (and only that)."""
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"output_dir={folder} is a file, not a folder")
+    for name in (MANIFEST, NPZ_FILE):
+        if (folder / name).is_dir():
+            raise ValueError(f"output_dir={folder} holds a folder named {name}, where generate writes a file: remove it")
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder)
     generated, other = _generated_entries(folder)
@@ -371,6 +374,9 @@ def generate(
             f"interpolation_gif={gif} is inside output_dir={folder}, where it would be read as one more image: put it "
             "elsewhere"
         )
+    check_writable(folder, "output_dir", folder=True)  # paths first: nothing is generated for a path that fails
+    if gif is not None:
+        check_writable(gif, "interpolation_gif")
     torch_device = _resolve_device(device)
     model = load_model(ckpt_path, map_location=torch_device)
     if ema and model.generator_ema is None:
@@ -379,10 +385,9 @@ def generate(
             "generator_ema_decay); leave ema out or pass false"
         )
     use_ema = model.generator_ema is not None if ema is None else ema
-    image_labels = _image_labels(model, num_images, labels, seed)
+    z, image_labels, array = _allocate(model, num_images, labels, seed, format)
     _prepare_output_dir(folder, format, overwrite)
 
-    z = model.sample_latent(num_images, generator=torch.Generator().manual_seed(seed))
     folders = class_folders(model.num_classes, model.class_names) if model.num_classes else []
     if image_labels is not None and format == "png":
         missing = sorted(set(range(model.num_classes)) - set(image_labels.tolist()))
@@ -396,52 +401,88 @@ def generate(
         for name in sorted({folders[c] for c in image_labels.tolist()}):
             (folder / name).mkdir(exist_ok=True)
     width = max(6, len(str(num_images - 1)))
-    array = None
-    bar = tqdm(total=num_images, unit="img", desc="lit-gans generate", disable=None if progress else True)
-    with bar:
-        for start in range(0, num_images, batch_size):
-            chunk = z[start : start + batch_size]
-            chunk_labels = None if image_labels is None else image_labels[start : start + batch_size]
-            images = to_uint8(_sample(model, chunk, chunk_labels, use_ema))
-            shape = images.shape[1:]
-            if format == "npz":
-                if array is None:
-                    array = np.empty((num_images, *images.shape[1:]), dtype=np.uint8)
-                array[start : start + len(images)] = images
-            else:
-                for offset, image in enumerate(images):
-                    index = start + offset
-                    target = folder if chunk_labels is None else folder / folders[int(chunk_labels[offset])]
-                    atomic_write_bytes(target / f"{index:0{width}d}.png", png_bytes(image), fsync=False)
-            bar.update(len(images))
-    result = folder
-    if format == "npz":
-        result = folder / NPZ_FILE
-        payload = {"images": array}
-        if image_labels is not None:
-            payload["labels"] = image_labels.numpy().astype(np.int64)
-        buffer = io.BytesIO()
-        np.savez(buffer, **payload)
-        atomic_write_bytes(result, buffer.getvalue())
-    if gif is not None:
-        write_interpolation_gif(model, gif, seed, labels, use_ema, interpolation_steps, batch_size)
-    manifest = {
-        "ckpt_path": str(Path(ckpt_path)),
-        "checkpoint_file": model.checkpoint_path,
-        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "generator_step": int(model.generator_step),
-        "num_images": num_images,
-        "seed": seed,
-        "ema": use_ema,
-        "labels": labels,
-        "format": format,
-        "image_shape": list(shape),  # (H, W, C)
-        "class_folders": folders,
-        "class_names": model.class_names,
-        "interpolation_gif": str(gif) if gif is not None else None,
-    }
-    atomic_write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False).encode())
+    written = 0
+    try:
+        bar = tqdm(total=num_images, unit="img", desc="lit-gans generate", disable=None if progress else True)
+        with bar:
+            for start in range(0, num_images, batch_size):
+                chunk = z[start : start + batch_size]
+                chunk_labels = None if image_labels is None else image_labels[start : start + batch_size]
+                images = to_uint8(_sample(model, chunk, chunk_labels, use_ema))
+                shape = images.shape[1:]
+                if format == "npz":
+                    array[start : start + len(images)] = images
+                else:
+                    for offset, image in enumerate(images):
+                        index = start + offset
+                        target = folder if chunk_labels is None else folder / folders[int(chunk_labels[offset])]
+                        atomic_write_bytes(target / f"{index:0{width}d}.png", png_bytes(image), fsync=False)
+                        written += 1
+                bar.update(len(images))
+        result = folder
+        if format == "npz":
+            result = folder / NPZ_FILE
+            payload = {"images": array}
+            if image_labels is not None:
+                payload["labels"] = image_labels.numpy().astype(np.int64)
+            buffer = io.BytesIO()
+            np.savez(buffer, **payload)
+            atomic_write_bytes(result, buffer.getvalue())
+            written = num_images
+        if gif is not None:
+            write_interpolation_gif(model, gif, seed, labels, use_ema, interpolation_steps, batch_size)
+        manifest = {
+            "ckpt_path": str(Path(ckpt_path)),
+            "checkpoint_file": model.checkpoint_path,
+            "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "generator_step": int(model.generator_step),
+            "num_images": num_images,
+            "seed": seed,
+            "ema": use_ema,
+            "labels": labels,
+            "format": format,
+            "image_shape": list(shape),  # (H, W, C)
+            "class_folders": folders,
+            "class_names": model.class_names,
+            "interpolation_gif": str(gif) if gif is not None else None,
+        }
+        atomic_write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False).encode())
+    except KeyboardInterrupt:  # Ctrl-C: every file written is complete; say which (lit_gans.cli exits 130)
+        raise KeyboardInterrupt(_unfinished(folder, written, num_images, format)) from None
+    except WriteError as err:  # a full disk: the same, after what could not be written
+        err.context = _unfinished(folder, written, num_images, format)
+        raise
     return result
+
+
+def _allocate(
+    model: GAN, num_images: int, labels: Any, seed: int, file_format: str
+) -> tuple[Tensor, Optional[Tensor], Optional[np.ndarray]]:
+    """The seeded latents, the labels and (for npz) the image array, allocated before anything is written, so that
+    more images than the memory holds are refused in one line and leave no folder behind."""
+    try:
+        z = model.sample_latent(num_images, generator=torch.Generator().manual_seed(seed))
+        image_labels = _image_labels(model, num_images, labels, seed)
+        channels, height, width = model.image_shape
+        array = np.empty((num_images, height, width, channels), dtype=np.uint8) if file_format == "npz" else None
+    except (MemoryError, RuntimeError) as err:  # torch's allocators raise RuntimeErrors ("can't allocate memory")
+        if not isinstance(err, MemoryError) and "memory" not in str(err).lower():
+            raise
+        latent_bytes = model.sample_latent(1).numel() * 4 * num_images
+        raise ValueError(
+            f"num_images={num_images} does not fit in memory: its latent vectors alone take {latent_bytes / 1e9:.3g} GB "
+            "(all are drawn at once, so that a seed gives the same images whatever the batch size); generate fewer"
+        ) from None
+    return z, image_labels, array
+
+
+def _unfinished(folder: Path, written: int, num_images: int, file_format: str) -> str:
+    """What an interrupted :func:`generate` left in ``folder``."""
+    at_end = f" ({NPZ_FILE} is written whole, at the end)" if file_format == "npz" and not written else ""
+    return (
+        f"{written} of {num_images} images were written to {folder}{at_end}, each complete; no {MANIFEST}, which "
+        "marks a finished run (--overwrite true replaces them)"
+    )
 
 
 def _sample(model: GAN, z: Tensor, labels: Optional[Tensor], ema: bool) -> Tensor:
