@@ -277,9 +277,10 @@ class LastCheckpoint(ModelCheckpoint):
 
 class BestCheckpoint(ModelCheckpoint):
     """Keeps the ``save_top_k`` checkpoints with the best ``monitor`` value (``fid`` by default, lower is better),
-    checked right after each generator step at which the metric was computed: GANs often get worse after their best
-    step, so the best checkpoint is the one to sample from and to evaluate. The saved weights are those the metric
-    was measured on (metric callbacks run before checkpoint callbacks).
+    checked right where the metric was computed (after a generator step, at an epoch's end, or when training ends):
+    GANs often get worse after their best step, so the best checkpoint is the one to sample from and to evaluate.
+    The saved weights are those the metric was measured on (in each hook, Lightning runs metric callbacks before
+    checkpoint callbacks).
 
     Lightning's ``ModelCheckpoint(every_n_train_steps=1, monitor=...)`` does the same but, under manual
     optimization, warns at every save; its ``step`` counts optimizer steps of both networks. Here file names carry
@@ -321,18 +322,28 @@ class BestCheckpoint(ModelCheckpoint):
         candidates["generator_step"] = torch.tensor(_generator_step(trainer.lightning_module))
         return candidates
 
+    # The metric may be computed after a batch (every_n_generator_steps), at an epoch's end (every_n_epochs) or when
+    # training ends (at_train_end): the check follows each, in the same hook, before the next optimizer step.
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._save_if_measured(trainer)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._save_if_measured(trainer)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self._save_if_measured(trainer)
+
+    def _save_if_measured(self, trainer: Any) -> None:
+        """Offer the current weights to the top ``save_top_k`` when the metric was computed since the last check:
+        metric callbacks log a new tensor each time, and run before checkpoint callbacks in every hook."""
         value = trainer.callback_metrics.get(self.monitor)
-        if value is None or value is self._seen:  # not computed at this step (metric callbacks log new tensors)
+        if value is None or value is self._seen:
             return
         self._seen = value
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
-    # Lightning's epoch-end and validation-end saves: the metric is computed on generator steps
-    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        pass
-
+    # Lightning's validation-end save: a GAN fit has no validation loop
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         pass
 

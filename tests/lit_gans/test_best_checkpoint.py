@@ -7,13 +7,14 @@ import os
 import warnings
 from pathlib import Path
 
+import pytest
 import torch
 from gan_testing import TINY, RandomImages, tiny_trainer_kwargs
 from lightning.pytorch import Callback, Trainer
 
 from lit_gans import DCGAN
 from lit_gans.callbacks import BestCheckpoint
-from lit_gans.callbacks.base import log_scalars
+from lit_gans.callbacks.base import PeriodicCallback, log_scalars
 from lit_gans.checkpoints import checkpoint_to_sample
 from lit_gans.generate import describe_checkpoint, load_model
 
@@ -88,3 +89,38 @@ def test_a_metric_name_with_a_slash_gives_a_file_in_the_folder_and_max_mode_rank
         "best-conditional_accuracy-generator_step=6.ckpt",
     ]
     assert checkpoint_to_sample(folder).name == "best-conditional_accuracy-generator_step=4.ckpt"  # the highest
+
+
+def weight_sum(generator: torch.nn.Module) -> torch.Tensor:
+    """A 'metric' that is a function of the generator's weights alone, so that a file's weights can be scored."""
+    return sum(p.detach().double().sum() for p in generator.parameters()).float()
+
+
+class WeightSumMetric(PeriodicCallback):
+    """Logs :func:`weight_sum` as ``fid`` on the package's metric schedule; remembers each value by step."""
+
+    def __init__(self, **schedule) -> None:
+        super().__init__(**schedule)
+        self.logged: dict[int, float] = {}
+
+    def run(self, trainer, pl_module) -> None:
+        value = weight_sum(pl_module.generator)
+        self.logged[pl_module.generator_step] = float(value)
+        log_scalars(trainer, pl_module, {"fid": value})
+
+
+@pytest.mark.parametrize("schedule", [{"every_n_epochs": 1}, {"at_train_end": True}], ids=["epoch end", "train end"])
+def test_a_metric_computed_outside_a_batch_saves_the_weights_it_measured(tmp_path, schedule):
+    # 64 images in batches of 8: 8 generator steps per epoch, and the budget ends at the second epoch's end
+    metric = WeightSumMetric(**schedule)
+    best = BestCheckpoint(monitor="fid", save_top_k=3, dirpath=tmp_path)
+    model = DCGAN(**TINY, max_generator_steps=16)
+    Trainer(**tiny_trainer_kwargs(callbacks=[metric, best], enable_checkpointing=True)).fit(model, RandomImages(n=64))
+    expected = [8, 16] if "every_n_epochs" in schedule else [16]
+    assert sorted(metric.logged) == expected
+    saved = {}
+    for path in tmp_path.glob("*.ckpt"):
+        restored = DCGAN(**TINY)
+        restored.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
+        saved[restored.generator_step] = float(weight_sum(restored.generator))  # the metric, recomputed from the file
+    assert saved == metric.logged  # every measured step saved (the last one too), with the weights measured
