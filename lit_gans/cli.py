@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -27,13 +28,15 @@ import lit_gans.callbacks
 from lit_gans.checkpoints import load_checkpoint_file, resolve_checkpoint
 from lit_gans.console import quiet_console
 from lit_gans.datamodules import ImageDataModule
-from lit_gans.files import WriteError, check_writable
+from lit_gans.files import DISK_FULL, WriteError, check_writable
 from lit_gans.gan import GAN, NonFiniteLossError, preemption_checkpoint_path
 from lit_gans.generate import describe_checkpoint, import_class
 from lit_gans.loggers import wandb_run_in_checkpoint
 
 PACKAGE_DIRS = tuple(str(Path(m.__file__).parent) for m in (lit_gans, lit_gans.callbacks, lit_gans.datamodules))
 USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLossError, WriteError)
+#: what the environment, not the program, makes any write fail with (a full disk, a read-only filesystem)
+ENVIRONMENT_ERRNOS = (*DISK_FULL, errno.EROFS)
 #: exit status of a fit stopped by SIGTERM before its budget, after saving ``last.ckpt``: sysexits.h's EX_TEMPFAIL,
 #: "a temporary failure; the user is invited to retry" (a retry wrapper resumes on it, and stops on 0)
 PREEMPTED_EXIT_STATUS = 75
@@ -253,6 +256,8 @@ def _user_error(err: BaseException) -> Optional[BaseException]:
         seen.add(id(current))
         if isinstance(current, ModuleNotFoundError):  # an optional dependency the config needs (tensorboard)
             return current
+        if isinstance(current, OSError) and current.errno in ENVIRONMENT_ERRNOS:  # a full or read-only disk, anywhere
+            return current
         if isinstance(current, USER_ERRORS):
             tb = current.__traceback__
             while tb is not None and tb.tb_next is not None:
@@ -281,6 +286,8 @@ def main(args: Optional[list[str]] = None) -> Any:
         message = str(user).strip()
         if isinstance(user, ModuleNotFoundError):  # Lightning appends pip hints on further lines
             message = message.splitlines()[0]
+        elif isinstance(user, OSError) and not isinstance(user, WriteError):  # a write of Lightning's, or a logger's
+            message = f"cannot write {user.filename or 'a file of the run'}: {user.strerror}"
         print(f"lit-gans: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
 
