@@ -176,3 +176,99 @@ def test_bf16_mixed_trains_wgan_gp():
     model = WGANGP(max_generator_steps=1, n_critic=1, **TINY)
     Trainer(precision="bf16-mixed", **tiny_trainer_kwargs()).fit(model, RandomImages(n=16))
     assert model.generator_step == 1 and int(model.nonfinite_steps) == 0
+
+
+# ---------------------------------------------------------------------------------------------- Regularizer parts
+class _Model:
+    """What a regularizer asks of a model: D as a function of the images, and the per-rank noise generator."""
+
+    def __init__(self, d):
+        self.discriminator, self._trainer = d, None
+        self.rng = torch.Generator().manual_seed(7)
+
+    def critic_of(self, labels):
+        return lambda images: self.discriminator(images)
+
+    def _noise_generator(self):
+        return self.rng
+
+
+def test_r2_penalty_is_r1s_contract_on_the_fakes():
+    from lit_gans.regularizers import r2_penalty
+
+    d = critic().double()
+    fake = torch.randn(4, 1, 16, 16).double()
+    penalty, norms = r2_penalty(d, fake)
+    expected = []
+    for i in range(4):  # independent: one sample at a time, plain backward
+        x = fake[i : i + 1].clone().requires_grad_(True)
+        d(x).sum().backward()
+        expected.append(x.grad.square().sum())
+        d.zero_grad()
+    assert penalty.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-6)  # summed in float32
+    assert torch.allclose(norms.double(), torch.stack(expected).sqrt(), rtol=1e-6)
+
+
+def test_r1_r2_and_the_gradient_penalty_as_regularizers():
+    from lit_gans.regularizers import R1, R2, GradientPenalty, r2_penalty
+    from lit_gans.step import TrainingStep
+
+    d = critic()
+    model = _Model(d)
+    step = TrainingStep(real=torch.randn(4, 1, 16, 16), labels=None, z=torch.zeros(4, 2), fake=torch.randn(4, 1, 16, 16))
+    term, logs = R1(gamma=3.0).discriminator_term(model, step)
+    assert torch.allclose(term, 1.5 * r1_penalty(d, step.real)[0]) and torch.equal(logs["r1_penalty"], term.detach() / 1.5)
+    term, logs = R2(gamma=3.0).discriminator_term(model, step)
+    assert torch.allclose(term, 1.5 * r2_penalty(d, step.fake)[0]) and "r2_penalty" in logs
+    term, logs = GradientPenalty(weight=10.0).discriminator_term(model, step)
+    expected, norms = gradient_penalty(d, step.real, step.fake, generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(term, 10 * expected) and torch.allclose(logs["gradient_norm"], norms.mean())
+    assert R1(1.0).generator_term(model, step) is None
+
+
+def test_lecam_equals_the_references_formula_with_its_debiased_averages():
+    from lit_gans.regularizers import LeCam
+    from lit_gans.step import TrainingStep
+
+    lecam, decay = LeCam(weight=0.3, decay=0.9), 0.9
+    biased_real = biased_fake = 0.0
+    g = torch.Generator().manual_seed(0)
+    for t in range(1, 6):
+        real_out, fake_out = torch.randn(8, generator=g) + 1, torch.randn(8, generator=g) - 1
+        step = TrainingStep(torch.zeros(8, 1, 2, 2), None, torch.zeros(8, 2), torch.zeros(8, 1, 2, 2))
+        step.real_output, step.fake_output = real_out, fake_out
+        term, logs = lecam.discriminator_term(None, step)
+        # lecam_loss.py: assign_moving_average(zero_debias=True) before the loss, then the two hinge-squares
+        biased_real = decay * biased_real + (1 - decay) * real_out.mean().item()
+        biased_fake = decay * biased_fake + (1 - decay) * fake_out.mean().item()
+        ema_real, ema_fake = biased_real / (1 - decay**t), biased_fake / (1 - decay**t)
+        expected = (torch.relu(real_out - ema_fake) ** 2).mean() + (torch.relu(ema_real - fake_out) ** 2).mean()
+        assert term.item() == pytest.approx(0.3 * expected.item(), rel=1e-5)
+        assert logs["lecam_ema_real"].item() == pytest.approx(ema_real, rel=1e-5)
+    restored = LeCam(weight=0.3, decay=0.9)
+    restored.load_state_dict(lecam.state_dict())  # the averages survive a checkpoint
+    assert restored.updates.item() == 5 and restored.biased_real.item() == pytest.approx(biased_real)
+
+
+def test_lazy_regularization_counts_its_own_steps():
+    from lit_gans.regularizers import R1
+
+    r1 = R1(gamma=1.0, interval=4)
+    due = []
+    for _ in range(9):
+        due.append(r1.due("discriminator"))
+        r1.step_done("discriminator")
+    assert due == [True, False, False, False, True, False, False, False, True]
+    restored = R1(gamma=1.0, interval=4)
+    restored.load_state_dict(r1.state_dict())
+    assert restored.due("discriminator") is False and restored.discriminator_steps.item() == 9
+
+
+def test_regularizers_rebuild_from_their_config_and_nothing_else_does():
+    from lit_gans.regularizers import LeCam, R1, Regularizer
+
+    for reg in (R1(2.0, interval=16), LeCam(0.3, decay=0.95)):
+        rebuilt = Regularizer.from_config(reg.to_config())
+        assert type(rebuilt) is type(reg) and rebuilt.init_args() == reg.init_args()
+    with pytest.raises(ValueError, match="does not name a Regularizer class"):
+        Regularizer.from_config({"class_path": "os.system", "init_args": {}})
