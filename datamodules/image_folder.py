@@ -149,6 +149,14 @@ class CachedImageDataModule(ImageDataModule):
                 f"{type(self).__name__}: no usable image under {self.data_dir}: {format_summary(summary)}. "
                 f"First problems: {[s['file'] + ' (' + s['detail'] + ')' for s in summary['skipped_files'][:3]]}"
             )
+        labelled = set(kept)
+        empty = [c for i, c in enumerate(classes) if i not in labelled]
+        if empty:  # a class folder of files that are no images: a class the model could never learn
+            raise ValueError(
+                f"{type(self).__name__}: the class folder {self.data_dir / empty[0]} has no usable image"
+                f"{f' ({len(empty)} such folders)' if len(empty) > 1 else ''}: {format_summary(summary)}; see "
+                f"{path.name}.summary.json beside the cache, or remove the folder"
+            )
         images = torch.from_numpy(np.stack(arrays))
         save_cache(path, {"images": images, "labels": torch.tensor(kept, dtype=torch.long), "classes": classes, "summary": summary})
         rank_zero_info(f"{type(self).__name__}: {format_summary(summary)}; cached at {path}")

@@ -113,3 +113,12 @@ def test_an_unreadable_folder_is_counted_not_silently_skipped(tmp_path, monkeypa
     assert len(dm.train_set) == 2
     assert dm.summary["skipped_by_reason"] == {"unreadable_folder": 1}
     assert "Permission denied" in dm.summary["skipped_files"][0]["detail"]
+
+
+def test_a_class_folder_without_a_usable_image_is_refused_naming_it(tmp_path):
+    raw = tmp_path / "raw"
+    write_images(raw / "cats", 2)
+    (raw / "notes").mkdir()
+    (raw / "notes" / "draft.docx").write_bytes(b"PK\x03\x04 not an image")  # decoded, and no image: no class
+    with pytest.raises(ValueError, match=r"the class folder .*notes has no usable image.*not_an_image: 1"):
+        prepared(ImageFolderDataModule, tmp_path, raw, image_size=16, labels=True)
