@@ -9,6 +9,7 @@ Example::
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 import json
 import os
@@ -131,6 +132,14 @@ def load_model(ckpt_path: Union[str, os.PathLike], map_location: Union[str, torc
         raise ValueError(f"ckpt_path={path} names the model class {class_path}, which cannot be imported ({_one_line(err)})") from err
     if not (isinstance(cls, type) and issubclass(cls, GAN)):
         raise ValueError(f"ckpt_path={path} holds a {class_path}, which is not a lit_gans.GAN model")
+    missing = unstored_arguments(cls, hparams if isinstance(hparams, dict) else {})
+    if missing:
+        raise ValueError(
+            f"ckpt_path={path} holds a {cls.__name__} built from objects that a checkpoint does not store "
+            f"({', '.join(missing)}): build them as for training and load it in Python, "
+            f"{cls.__name__}.load_from_checkpoint(path, {', '.join(f'{m}=...' for m in missing)}), or train a model "
+            "class that builds its own networks (DCGAN, WGANGP, ...)"
+        )
     names = checkpoint.get(CLASS_NAMES_KEY)
     del checkpoint
     try:
@@ -144,6 +153,16 @@ def load_model(ckpt_path: Union[str, os.PathLike], map_location: Union[str, torc
     names = list(map(str, names)) if isinstance(names, (list, tuple)) else None
     model.class_names = names if names is not None and len(names) == model.num_classes else None
     return model
+
+
+def unstored_arguments(cls: type, hparams: dict[str, Any]) -> list[str]:
+    """The required constructor arguments of ``cls`` that the checkpoint's hyperparameters lack (the networks of a
+    plain :class:`~lit_gans.GAN`, which are objects and so never stored)."""
+    required = [
+        p.name for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name != "self" and p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]  # fmt: skip
+    return [name for name in required if name not in hparams]
 
 
 # ---------------------------------------------------------------------------------------------- labels and folders

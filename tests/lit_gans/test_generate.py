@@ -381,3 +381,23 @@ def test_overwrite_leaves_folders_generate_did_not_write(ckpts, tmp_path):
     (trip / "001.png").write_bytes(b"a holiday photo")
     run(ckpts["conditional"], out, n=4, labels=[0, 1, 2, 3], format="npz", overwrite=True)
     assert (trip / "001.png").read_bytes() == b"a holiday photo"
+
+
+def test_a_gan_built_from_network_objects_says_how_to_load_it(tmp_path, capsys):
+    from lit_gans import GAN
+    from lit_gans.cli import main
+    from lit_gans.networks import MLPDiscriminator, MLPGenerator
+
+    def networks():
+        return {"generator": MLPGenerator(8, (1, 4, 4), (16,)), "discriminator": MLPDiscriminator((1, 4, 4), (16,))}
+
+    path = _checkpoint(tmp_path / "gan.ckpt", GAN(**networks(), latent_dim=8), RandomImages(n=16, image_shape=(1, 4, 4)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--ckpt_path", str(path), "--num_images", "3", "--output_dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    [err] = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith("lit-gans: error: ") and "(generator, discriminator)" in err
+    assert "GAN.load_from_checkpoint(path, generator=..., discriminator=...)" in err
+    assert not (tmp_path / "out").exists()
+    loaded = GAN.load_from_checkpoint(path, **networks())  # what the line says works
+    assert loaded.sample(2).shape == (2, 1, 4, 4)
