@@ -251,6 +251,36 @@ def _train_set(datamodule: Any, who: str) -> Dataset:
     return train_set
 
 
+def real_test_set(datamodule: Any, who: str) -> tuple[Tensor, Tensor, str]:
+    """``(images, labels, what they are)``: labelled real images that the generator never trained on, on which the
+    Classification Accuracy Score is measured (Ravuri & Vinyals 2019 test on the real test set). The data's own
+    test split (``datamodule.test_split()``: MNIST's 10k test digits), else its ``val_set`` (``val_split`` images
+    held out of training). Never the training images, nor a part of them: the generator was fit to those.
+
+    Raises:
+        ValueError: in one line, naming ``who``, when the data has neither.
+    """
+    test_split = getattr(datamodule, "test_split", None)
+    val_set = getattr(datamodule, "val_set", None)
+    has_val = val_set is not None and len(val_set) > 0
+    try:
+        test_set = test_split() if callable(test_split) else None
+    except FileNotFoundError:
+        if not has_val:
+            raise
+        test_set = None  # the test split's files are missing; the held-out validation images serve
+    if test_set is not None and len(test_set) > 0:
+        images, labels = labelled_tensors(test_set, "the test split")
+        return images, labels, f"the {len(images)} images of the data's test split"
+    if has_val:
+        images, labels = labelled_tensors(val_set, "the val_set")
+        return images, labels, f"the {len(images)} validation images (val_split)"
+    raise ValueError(
+        f"{who} tests on real images the generator never trained on, and {type(datamodule).__name__} has no test "
+        "split and no validation split: set the data's val_split (e.g. 0.1) to hold some out of training"
+    )
+
+
 def is_mnist_digits(datamodule: Any) -> bool:
     """Whether the shipped digit classifier fits the data: 10 classes of one-channel images that are MNIST digits
     (an ``MNISTDataModule`` with ``dataset="mnist"``, any size; or any 1x28x28 10-class data that does not say it
@@ -446,7 +476,6 @@ def classification_accuracy_score(
     num_per_class: int = 500,
     epochs: int = 10,
     seed: int = 0,
-    held_out: float = 0.1,
     batch_size: int = 64,
     lr: float = 2e-3,
     width: int = 16,
@@ -469,9 +498,9 @@ def classification_accuracy_score(
     ``real_data_accuracy`` is the same recipe trained on real training images (the first ``num_per_class`` of each
     class: as many as the generator gave) and tested on the same test images: the score's ceiling.
 
-    The test images are the datamodule's ``val_set`` if it has one, else the fixed fraction ``held_out`` of its
-    ``train_set`` (seeded: the images :func:`data_classifier` holds out), which is then left out of the real
-    training images. The samples come from fixed latents (``seed``), so successive values are comparable.
+    The test images are real images the generator never trained on (:func:`real_test_set`): the data's own test
+    split (MNIST's 10k test digits), else its ``val_set``; data with neither is refused. The samples come from
+    fixed latents (``seed``), so successive values are comparable.
 
     Returns ``{"cas": ..., "real_data_accuracy": ...}``; pass a previous ``real_data_accuracy`` to skip its
     training (it does not depend on the generator). ``ema`` goes to ``model.sample`` (``None``: the
@@ -490,13 +519,7 @@ def classification_accuracy_score(
             f"{type(model).__name__} has num_classes={model_classes}"
         )
     images, labels = labelled_tensors(_train_set(datamodule, "classification_accuracy_score"), "the train_set")
-    val_set = getattr(datamodule, "val_set", None)
-    if val_set is not None and len(val_set) > 0:
-        test_images, test_labels = labelled_tensors(val_set, "the val_set")
-    else:
-        train_idx, held_idx = held_out_split(len(images), held_out, seed)
-        test_images, test_labels = images[held_idx], labels[held_idx]
-        images, labels = images[train_idx], labels[train_idx]
+    test_images, test_labels, _ = real_test_set(datamodule, "classification_accuracy_score")
     recipe = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, width=width, num_features=num_features, augment=augment,
         seed=seed, device=device,
@@ -525,6 +548,7 @@ __all__ = [
     "labelled_tensors",
     "predict",
     "real_accuracy_of",
+    "real_test_set",
     "resolve_classifier",
     "train_classifier",
 ]

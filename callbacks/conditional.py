@@ -24,12 +24,15 @@ from lit_gans.callbacks.classifier import (
     labelled_tensors,
     predict,
     real_accuracy_of,
+    real_test_set,
     shared_data_classifier,
 )
 from lit_gans.validation import check_int
 
 #: images used to measure a user classifier's accuracy on real data when it carries none
 REAL_ACCURACY_IMAGES = 2000
+#: the arguments of classification_accuracy_score that ClassificationAccuracyScore(options=...) may set
+CAS_OPTIONS = ("batch_size", "lr", "width", "num_features", "augment", "sample_batch_size")
 
 
 def model_num_classes(pl_module: Any) -> int:
@@ -230,6 +233,10 @@ class ClassificationAccuracyScore(MetricCallback):
     CAS) and ``<metric_name>/real_data_accuracy`` (the same classifier recipe trained on as many real images; its
     ceiling), ``metric_name`` defaulting to ``cas``.
 
+    The real test images are ones the generator never trained on: the data's own test split (MNIST's 10k test
+    digits), else its ``val_set``; data with neither is refused at setup, in one line
+    (:func:`~lit_gans.callbacks.classifier.real_test_set`).
+
     It trains a classifier per evaluation, so by default it runs once, at the end of training
     (``at_train_end=True``); set ``every_n_generator_steps`` (large) for a curve. The real-data accuracy does not
     depend on the generator: it is computed once per run and kept (not checkpointed). Under DDP rank 0 computes the
@@ -246,7 +253,7 @@ class ClassificationAccuracyScore(MetricCallback):
         metric_name: the key prefix.
         seed: seed of the latents, the held-out split and the classifiers' training.
         options: more arguments of :func:`~lit_gans.callbacks.classifier.classification_accuracy_score`
-            (``held_out``, ``width``, ``batch_size``, ``lr``, ...).
+            (:data:`CAS_OPTIONS`: ``width``, ``batch_size``, ``lr``, ...).
         ema: passed to ``sample`` (``None``: the weight-averaged generator whenever the model has one).
     """
 
@@ -271,6 +278,12 @@ class ClassificationAccuracyScore(MetricCallback):
         self.metric_name = check_metric_name(metric_name)
         self.seed = seed
         self.options = dict(options or {})
+        unknown = sorted(set(self.options) - set(CAS_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"ClassificationAccuracyScore: options {unknown} are not understood; it takes {list(CAS_OPTIONS)} "
+                "(the test images are the data's test split or val_set)"
+            )
         self.real_data_accuracy: Optional[float] = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -281,6 +294,8 @@ class ClassificationAccuracyScore(MetricCallback):
             raise ValueError(
                 f"ClassificationAccuracyScore: the model has num_classes={num_classes}, the data {data_classes} classes"
             )
+        _, _, test_images = real_test_set(datamodule, "ClassificationAccuracyScore")  # refused now, not at the end
+        rank_zero_info(f"ClassificationAccuracyScore: {self.metric_name}/accuracy on {test_images}")
 
     def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Tensor]:
         result = None

@@ -170,6 +170,13 @@ class ImageDataModule(LightningDataModule):
         self.train_set = TensorDataset(images[train_idx], labels[train_idx])
         self.val_set = TensorDataset(images[val_idx], labels[val_idx]) if len(val_idx) else None
 
+    def test_split(self) -> Optional[Dataset]:
+        """The data's own test split: labelled real images, yielded like the training ones, that no training split
+        holds (MNIST's 10k test digits), or ``None`` when the data has none (this default). Metrics that must score
+        on real images the generator never saw, such as the Classification Accuracy Score, use it, else
+        ``val_set``."""
+        return None
+
     def class_counts(self) -> Optional[Tensor]:
         """Images per class in the training split (labelled data, after ``setup``), else ``None``: what a
         conditional model's ``sample(labels=None)`` draws from."""

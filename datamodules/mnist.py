@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import TensorDataset
 from torchvision import datasets
 
 from lit_gans.datamodules.base import ImageDataModule, to_unit_range
@@ -113,6 +115,7 @@ class MNISTDataModule(ImageDataModule):
         self.download = download
         self.image_size = 28 if image_size is None else check_int("image_size", image_size)
         self.image_shape = (1, self.image_size, self.image_size)
+        self._test_set: Optional[TensorDataset] = None
 
     @property
     def class_names(self) -> list[str]:  # type: ignore[override]
@@ -124,30 +127,32 @@ class MNISTDataModule(ImageDataModule):
         raw = self.data_dir / cls.__name__ / "raw"
         return [raw / Path(url).name.removesuffix(".gz") for url, _ in cls.resources]
 
-    def _split_files(self) -> tuple[Path, Path]:
-        """The raw images and labels files of the split in use."""
+    def _split_files(self, train: bool) -> tuple[Path, Path]:
+        """The raw images and labels files of the training (``train``) or the test split."""
         raw = self.data_dir / DATASETS[self.dataset].__name__ / "raw"
-        prefix = "train" if self.train else "t10k"
+        prefix = "train" if train else "t10k"
         return raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
 
-    def _check_files(self) -> bool:
-        """Check the split's raw files when both are there (raising a ``ValueError`` that names the file and the
+    def _check_files(self, train: bool) -> bool:
+        """Check a split's raw files when both are there (raising a ``ValueError`` that names the file and the
         problem); whether they were."""
-        images, labels = self._split_files()
+        images, labels = self._split_files(train)
         if not (images.is_file() and labels.is_file()):
             return False
         check_idx_pair(self.dataset, images, labels)
         return True
 
-    def _open(self, download: bool) -> Any:
+    def _open(self, download: bool, train: Optional[bool] = None) -> Any:
+        """torchvision's dataset of the split in use (or of ``train``: the training or the test split)."""
         cls = DATASETS[self.dataset]
-        checked = self._check_files()  # a corrupt file is reported as such, never as a missing one
+        train = self.train if train is None else train
+        checked = self._check_files(train)  # a corrupt file is reported as such, never as a missing one
         try:
-            ds = cls(str(self.data_dir), train=self.train, download=download)
+            ds = cls(str(self.data_dir), train=train, download=download)
         except (RuntimeError, OSError, AssertionError, ValueError, TypeError) as err:
             everything_there = all(p.is_file() for p in self._expected_files())
-            if self._check_files() and everything_there:  # the files are there (maybe just extracted), well formed
-                images, labels = self._split_files()
+            if self._check_files(train) and everything_there:  # the files are there (maybe just extracted)
+                images, labels = self._split_files(train)
                 raise ValueError(f"{self.dataset}: torchvision could not read {images} and {labels}: {err}") from err
             # torchvision: "Dataset not found" or a failed download
             files = "\n  ".join(str(p) for p in self._expected_files())
@@ -158,8 +163,16 @@ class MNISTDataModule(ImageDataModule):
                 f"Cause: {err}"
             ) from err
         if not checked:  # extracted from the .gz archives just now
-            self._check_files()
+            self._check_files(train)
         return ds
+
+    def _read(self, train: bool) -> tuple[Tensor, Tensor]:
+        """``(images, labels)`` of the training (``train``) or the test split, as this module yields them."""
+        ds = self._open(download=False, train=train)
+        images = to_unit_range(ds.data.unsqueeze(1))
+        if self.image_size != images.shape[-1]:
+            images = F.interpolate(images, size=self.image_size, mode="bilinear", antialias=True).clamp_(-1, 1)
+        return images, ds.targets.long()
 
     def prepare_data(self) -> None:
         self._open(self.download)
@@ -167,11 +180,16 @@ class MNISTDataModule(ImageDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self.train_set is not None:
             return
-        ds = self._open(download=False)
-        images = to_unit_range(ds.data.unsqueeze(1))
-        if self.image_size != images.shape[-1]:
-            images = F.interpolate(images, size=self.image_size, mode="bilinear", antialias=True).clamp_(-1, 1)
-        self._set_tensors(images, ds.targets.long())
+        self._set_tensors(*self._read(self.train))
+
+    def test_split(self) -> Optional[TensorDataset]:
+        """The 10k test split (read and resized like the training images, kept once read) when this module trains
+        on the 60k training split; ``None`` with ``train=False``, whose test split is the training data itself."""
+        if not self.train:
+            return None
+        if self._test_set is None:
+            self._test_set = TensorDataset(*self._read(train=False))
+        return self._test_set
 
 
 __all__ = ["MNISTDataModule"]

@@ -86,7 +86,8 @@ def mnist(mnist_dir):
 
 @pytest.fixture(scope="module")
 def with_val(mnist_dir):
-    dm = MNISTDataModule(mnist_dir, download=False, val_split=0.2)
+    """Training on MNIST's test split (``train=False``): no other test split, so the validation split is held out."""
+    dm = MNISTDataModule(mnist_dir, train=False, download=False, val_split=0.2)
     dm.setup()
     return dm
 
@@ -303,10 +304,12 @@ def test_under_ddp_the_conditional_metrics_equal_the_single_process_ones(tmp_pat
                                 cache_dir=classifier_dir, classifier_options=dict(epochs=1, batch_size=8)),
             FIDCallback(ProjectionFeatures(), num_real=64, num_fake=32, intra_class=True, num_fake_per_class=8,
                         num_real_per_class=16, every_n_generator_steps=2, batch_size=4),
-            ClassificationAccuracyScore(num_per_class=8, epochs=1, options=dict(batch_size=8, held_out=0.25)),
+            ClassificationAccuracyScore(num_per_class=8, epochs=1, options=dict(batch_size=8)),
         ]  # fmt: skip
         trainer = Trainer(**tiny_trainer_kwargs(callbacks=callbacks, default_root_dir=str(tmp_path), **kwargs))
-        trainer.fit(model, RandomImages(n=64, image_shape=(1, 8, 8), batch_size=4, num_classes=4))
+        data = RandomImages(n=80, image_shape=(1, 8, 8), batch_size=4, num_classes=4)
+        data.val_split = 16  # CAS's real test images, held out of training
+        trainer.fit(model, data)
         return trainer.callback_metrics
 
     ddp = fit(copy.deepcopy(model), devices=2, strategy="ddp_spawn_find_unused_parameters_true")

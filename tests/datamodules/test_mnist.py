@@ -151,3 +151,23 @@ def test_class_names_and_counts(mnist_dir):
     dm.setup()
     assert torch.equal(dm.class_counts(), torch.bincount(dm.train_set.tensors[1], minlength=10))
     assert dm.class_counts().sum() == 10_000
+
+
+def test_the_test_split_is_the_t10k_files_read_like_the_training_images(mnist_dir, tmp_path):
+    # training files of the first 1000 digits, test files of all 10k: the two splits tell apart
+    def first_thousand(b):
+        header = 16 if b[3] == 3 else 8
+        per_item = 784 if b[3] == 3 else 1
+        return b[:4] + (1000).to_bytes(4, "big") + b[8:header] + b[header : header + 1000 * per_item]
+
+    data_dir, _ = corrupted_copy(mnist_dir, tmp_path, "train-images-idx3-ubyte", first_thousand)
+    labels = data_dir / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    labels.write_bytes(first_thousand(labels.read_bytes()))
+    dm = MNISTDataModule(data_dir, download=False, image_size=32)
+    dm.setup()
+    assert len(dm.train_set) == 1000
+    images, targets = dm.test_split().tensors
+    assert images.shape == (10_000, 1, 32, 32) and images.abs().max() <= 1  # resized as the training images
+    assert torch.equal(images[:1000], dm.train_set.tensors[0]) and len(targets) == 10_000
+    assert dm.test_split() is dm.test_split()  # read once
+    assert MNISTDataModule(data_dir, train=False, download=False).test_split() is None  # trains on it
