@@ -118,8 +118,9 @@ class ImageDataModule(LightningDataModule):
         batch_size: images per batch (per process under DDP).
         num_workers: DataLoader worker processes; 0 loads in the main process, which is fastest for in-memory
             tensors.
-        val_split: fraction (< 1) or number of training images held out (``val_set``): the real test images of
-            the data classifier's held-out accuracy and of the Classification Accuracy Score. No
+        val_split: fraction (< 1) or number of training images held out (``val_set``): real images no model
+            trains on, where the Classification Accuracy Score tests when the data has no test split of its own
+            (:meth:`test_split`). No
             ``val_dataloader`` is offered: a GAN has no validation loss (``lit-gans evaluate`` measures a
             checkpoint).
         seed: seed of the train/validation split.
