@@ -420,7 +420,6 @@ def generate(
         for name in sorted({folders[c] for c in image_labels.tolist()}):
             (folder / name).mkdir(exist_ok=True)
     width = max(6, len(str(num_images - 1)))
-    written = 0
     try:
         bar = tqdm(total=num_images, unit="img", desc="lit-gans generate", disable=None if progress else True)
         with bar:
@@ -436,7 +435,6 @@ def generate(
                         index = start + offset
                         target = folder if chunk_labels is None else folder / folders[int(chunk_labels[offset])]
                         atomic_write_bytes(target / f"{index:0{width}d}.png", png_bytes(image), fsync=False)
-                        written += 1
                 bar.update(len(images))
         result = folder
         if format == "npz":
@@ -447,7 +445,6 @@ def generate(
             buffer = io.BytesIO()
             np.savez(buffer, **payload)
             atomic_write_bytes(result, buffer.getvalue())
-            written = num_images
         if gif is not None:
             write_interpolation_gif(model, gif, seed, labels, use_ema, interpolation_steps, batch_size)
         manifest = {
@@ -467,9 +464,9 @@ def generate(
         }
         atomic_write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False).encode())
     except KeyboardInterrupt:  # Ctrl-C: every file written is complete; say which (lit_gans.cli exits 130)
-        raise KeyboardInterrupt(_unfinished(folder, written, num_images, format)) from None
+        raise KeyboardInterrupt(_unfinished(folder, num_images, format)) from None
     except WriteError as err:  # a full disk: the same, after what could not be written
-        err.context = _unfinished(folder, written, num_images, format)
+        err.context = _unfinished(folder, num_images, format)
         raise
     return result
 
@@ -495,8 +492,13 @@ def _allocate(
     return z, image_labels, array
 
 
-def _unfinished(folder: Path, written: int, num_images: int, file_format: str) -> str:
-    """What an interrupted :func:`generate` left in ``folder``."""
+def _unfinished(folder: Path, num_images: int, file_format: str) -> str:
+    """What an interrupted :func:`generate` left in ``folder`` (counted there: an interruption can come between a
+    file's rename and any count kept in Python)."""
+    if file_format == "npz":
+        written = num_images if (folder / NPZ_FILE).is_file() else 0
+    else:
+        written = sum(1 for d in (folder, *filter(Path.is_dir, folder.iterdir())) for f in d.iterdir() if _NUMBERED_PNG.match(f.name))
     at_end = f" ({NPZ_FILE} is written whole, at the end)" if file_format == "npz" and not written else ""
     return (
         f"{written} of {num_images} images were written to {folder}{at_end}, each complete; no {MANIFEST}, which "
