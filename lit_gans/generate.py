@@ -342,7 +342,10 @@ def generate(
     :func:`class_folders`), which ``ImageFolderDataModule(labels=True)`` reads back with the same label indices
     as long as every class got images. Every file is written atomically (a temporary file renamed over it), and
     ``generate.json`` (the arguments, the checkpoint, the classes) last, so a folder without it is an interrupted
-    run.
+    run. The paths are checked, and the latents allocated, before anything is generated or written: a folder that
+    cannot be written or more images than the memory holds fail at once, in one line. Ctrl-C (``KeyboardInterrupt``)
+    or a full disk (:class:`~lit_gans.files.WriteError`) mid-way leave only complete files, and their message says
+    how many images were written.
 
     Args:
         ckpt_path: the checkpoint file, or a run's checkpoint folder (its ``best-*.ckpt``, else its newest). Any
