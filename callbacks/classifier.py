@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lit_gans.callbacks.features import MNISTClassifier
 from lit_gans.datamodules.image_folder import default_cache_dir
+from lit_gans.datamodules.mnist import MNISTDataModule
 from lit_gans.files import atomic_write_bytes
 from lit_gans.validation import check_float, check_int
 
@@ -282,16 +283,15 @@ def real_test_set(datamodule: Any, who: str) -> tuple[Tensor, Tensor, str]:
 
 
 def is_mnist_digits(datamodule: Any) -> bool:
-    """Whether the shipped digit classifier fits the data: 10 classes of one-channel images that are MNIST digits
-    (an ``MNISTDataModule`` with ``dataset="mnist"``, any size; or any 1x28x28 10-class data that does not say it
-    is another ``dataset``, such as Fashion-MNIST)."""
-    if getattr(datamodule, "num_classes", None) != 10:
+    """Whether the data *is* MNIST's digits, so that the shipped digit classifier fits it: by the data's identity
+    (``data_identity()``: an :class:`~lit_gans.datamodules.MNISTDataModule` with ``dataset="mnist"``, at any size),
+    never by its shape. Ten classes of 1x28x28 images may be clothing (Fashion-MNIST), letters or any folders."""
+    identity = getattr(datamodule, "data_identity", None)
+    if not callable(identity):
         return False
-    shape = tuple(getattr(datamodule, "image_shape", ()) or ())
-    dataset = getattr(datamodule, "dataset", None)
-    if dataset is not None:
-        return dataset == "mnist" and len(shape) == 3 and shape[0] == 1
-    return shape == (1, 28, 28)
+    identity = identity()
+    mnist = f"{MNISTDataModule.__module__}.{MNISTDataModule.__qualname__}"
+    return identity.get("class") == mnist and identity.get("dataset") == "mnist"
 
 
 def real_accuracy_of(classifier: nn.Module) -> Optional[float]:

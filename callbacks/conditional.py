@@ -105,7 +105,8 @@ class ConditionalAccuracy(MetricCallback):
         ConditionalAccuracy(classifier="auto", num_per_class=100, every_n_generator_steps=1000)
 
     Args:
-        classifier: ``"auto"`` (the shipped digit classifier for MNIST digits, else ``"train"``), ``"mnist"``
+        classifier: ``"auto"`` (the shipped digit classifier for MNIST digits, known by the data's identity, an
+            ``MNISTDataModule`` of ``dataset="mnist"``, never by the images' shape; else ``"train"``), ``"mnist"``
             (:class:`~lit_gans.callbacks.features.MNISTClassifier`), ``"train"`` (a
             :class:`~lit_gans.callbacks.classifier.DataClassifier` trained once on the datamodule's labelled
             training images and cached, :func:`~lit_gans.callbacks.classifier.data_classifier`), or a module with

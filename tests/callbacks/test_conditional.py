@@ -200,6 +200,32 @@ def test_the_shipped_classifier_is_only_for_mnist_digits(mnist_dir):
         data_classifier(SimpleNamespace(num_classes=None))
 
 
+def test_auto_scores_ten_classes_of_grey_28px_images_that_are_not_digits_with_their_own_classifier(mnist, tmp_path):
+    # ten class folders of 1x28x28 images (here the digits inverted: clothing, letters, anything): not MNIST
+    from PIL import Image
+
+    from lit_gans.datamodules import ImageFolderDataModule
+
+    images, labels = mnist.train_set.tensors
+    for c in range(10):
+        (tmp_path / "folders" / f"kind{c}").mkdir(parents=True)
+        for i, image in enumerate(images[labels == c][:8]):
+            pixels = ((1 - image[0]) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / "folders" / f"kind{c}" / f"{i}.png")
+    data = ImageFolderDataModule(tmp_path / "folders", labels=True, channels=1, image_size=28, batch_size=8,
+                                 cache_dir=tmp_path / "cache")  # fmt: skip
+    assert (data.num_classes, data.image_shape) == (10, (1, 28, 28))
+    accuracy = ConditionalAccuracy(classifier="auto", num_per_class=2, every_n_generator_steps=1,
+                                   cache_dir=tmp_path / "classifier", classifier_options=dict(epochs=1))  # fmt: skip
+    model = DCGAN(num_classes=10, latent_dim=8, generator_width=4, discriminator_width=4, max_generator_steps=1)
+    trainer = Trainer(**tiny_trainer_kwargs(callbacks=[accuracy], default_root_dir=tmp_path))
+    trainer.fit(model, data)
+    assert accuracy.classifier_name == "train"  # a classifier of these folders, not the digit classifier
+    logged = float(trainer.callback_metrics["conditional/classifier_real_accuracy"])
+    assert logged == pytest.approx(accuracy.classifier.held_out_accuracy)
+    assert not is_mnist_digits(data) and not is_mnist_digits(SimpleNamespace(num_classes=10, image_shape=(1, 28, 28)))
+
+
 # ---------------------------------------------------------------------------------------------- FID variants
 def test_intra_class_fid_is_the_mean_of_torchmetrics_per_class_fids(mnist, tmp_path, monkeypatch):
     digits = MNISTClassifier.pretrained()
