@@ -10,12 +10,19 @@ import torch
 from torch import nn
 
 from lit_gans.gan import GAN
-from lit_gans.networks import DCGANDiscriminator, DCGANGenerator, ResNetDiscriminator, ResNetGenerator
+from lit_gans.networks import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    R3GANDiscriminator,
+    R3GANGenerator,
+    ResNetDiscriminator,
+    ResNetGenerator,
+)
 from lit_gans.networks.conditional import resolve_conditioning
 from lit_gans.networks.resnet import LAYOUTS as RESNET_LAYOUTS
 from lit_gans.validation import check_choice
 
-ARCHITECTURES = ("dcgan", "resnet")
+ARCHITECTURES = ("dcgan", "resnet", "r3gan")
 
 
 class DCGAN(GAN):
@@ -54,6 +61,9 @@ class DCGAN(GAN):
             (:class:`~lit_gans.networks.ResNetGenerator`, :class:`~lit_gans.networks.ResNetDiscriminator`) with the
             same width arguments; the DCGAN-only options (activations, ``upsample``, dropout, extra layers) are
             refused with them. ResNets cost more per step (see ``benchmarks/``).
+            ``r3gan``: R3GAN's normalization-free networks (:mod:`lit_gans.networks.r3gan`; G has no tanh, as
+            there), ``*_width`` channels at every stage, class conditioning by projection only; the DCGAN-only options
+            and the norms are refused with them.
         resnet_layout: ``sngan`` (default: the shapes of SNGAN's networks at 32, 64 and 128 px, ``*_width`` being
             SNGAN's ``ch``) or ``compact`` (lit-gans 0.1's narrower ResNets, which its checkpoints need); see
             :mod:`lit_gans.networks.resnet`.
@@ -92,7 +102,7 @@ class DCGAN(GAN):
         self.resnet_layout = check_choice("resnet_layout", resnet_layout, RESNET_LAYOUTS)
         if architecture != "resnet" and resnet_layout != "sngan":
             raise ValueError(f"resnet_layout={resnet_layout!r} needs architecture='resnet'")
-        if architecture == "resnet":
+        if architecture != "dcgan":
             dcgan_only = {
                 "generator_activation": (generator_activation, "relu"),
                 "discriminator_activation": (discriminator_activation, "leaky_relu"),
@@ -104,7 +114,17 @@ class DCGAN(GAN):
             }
             for name, (value, default) in dcgan_only.items():
                 if value != default:
-                    raise ValueError(f"{name}={value!r} is a DCGAN-network option: architecture='resnet' does not take it")
+                    raise ValueError(f"{name}={value!r} is a DCGAN-network option: architecture={architecture!r} does not take it")
+        if architecture == "r3gan":
+            if generator_norm not in ("batch", "none") or discriminator_norm not in (None, "none"):
+                raise ValueError(
+                    "architecture='r3gan' has no normalization layers: leave generator_norm and discriminator_norm "
+                    "unset (or 'none')"
+                )
+            if k and labels["conditioning"] != "projection":
+                raise ValueError(f"conditioning={cond!r}: architecture='r3gan' conditions by projection only")
+            generator = R3GANGenerator(latent_dim, image_shape, generator_width, num_classes=k)
+        elif architecture == "resnet":
             generator = ResNetGenerator(
                 latent_dim, image_shape, generator_width, generator_norm, layout=resnet_layout, **labels
             )
@@ -132,6 +152,8 @@ class DCGAN(GAN):
         **labels: Any,
     ) -> nn.Module:
         """The discriminator network from the D arguments (InfoGAN adds its Q head here)."""
+        if self.architecture == "r3gan":
+            return R3GANDiscriminator(image_shape, width, num_classes=labels["num_classes"])
         if self.architecture == "resnet":
             return ResNetDiscriminator(image_shape, width, norm, layout=self.resnet_layout, **labels)
         return DCGANDiscriminator(image_shape, width, norm, activation, dropout, extra_layers, **labels)

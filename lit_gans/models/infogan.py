@@ -25,6 +25,8 @@ class InfoGANDiscriminator(nn.Module):
 
     def __init__(self, base: DCGANDiscriminator, categorical_dim: int, continuous_dim: int, hidden_dim: int = 128):
         super().__init__()
+        if not hasattr(base, "trunk"):
+            raise ValueError(f"InfoGAN's Q head shares a trunk that {type(base).__name__} does not have: use architecture='dcgan' or 'resnet'")
         self.base = base
         self.categorical_dim, self.continuous_dim = categorical_dim, continuous_dim
         in_features = base.feature_dim * base.feature_size**2
