@@ -286,7 +286,8 @@ def main(args: Optional[list[str]] = None) -> Any:
         message = str(user).strip()
         if isinstance(user, ModuleNotFoundError):  # Lightning appends pip hints on further lines
             message = message.splitlines()[0]
-        elif isinstance(user, OSError) and not isinstance(user, WriteError):  # a write of Lightning's, or a logger's
+        elif isinstance(user, OSError) and user.errno in ENVIRONMENT_ERRNOS and not isinstance(user, WriteError):
+            # a write of Lightning's or a logger's: the file, when the error names it
             message = f"cannot write {user.filename or 'a file of the run'}: {user.strerror}"
         print(f"lit-gans: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
