@@ -21,6 +21,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from lit_gans.preemption import exit_on_sigterm, running_as_command
+
+if running_as_command():  # before torch loads (seconds): SIGTERM exits 75, "preempted, resume me", from the start
+    exit_on_sigterm()
+
 __version__ = "0.1.0"
 
 # Imported on first use (PEP 562), so that ``import lit_gans.objectives`` or ``lit_gans.networks`` does not load the

@@ -32,14 +32,12 @@ from lit_gans.files import DISK_FULL, WriteError, check_writable
 from lit_gans.gan import GAN, NonFiniteLossError, preemption_checkpoint_path
 from lit_gans.generate import describe_checkpoint, import_class
 from lit_gans.loggers import wandb_run_in_checkpoint
+from lit_gans.preemption import PREEMPTED_EXIT_STATUS, exit_on_sigterm
 
 PACKAGE_DIRS = tuple(str(Path(m.__file__).parent) for m in (lit_gans, lit_gans.callbacks, lit_gans.datamodules))
 USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLossError, WriteError)
 #: what the environment, not the program, makes any write fail with (a full disk, a read-only filesystem)
 ENVIRONMENT_ERRNOS = (*DISK_FULL, errno.EROFS)
-#: exit status of a fit stopped by SIGTERM before its budget, after saving ``last.ckpt``: sysexits.h's EX_TEMPFAIL,
-#: "a temporary failure; the user is invited to retry" (a retry wrapper resumes on it, and stops on 0)
-PREEMPTED_EXIT_STATUS = 75
 CHECKPOINT_ALIASES = ("last", "best", "hpc", "registry")
 #: how every lit-gans LightningCLI parses: any GAN and DataModule class, one optimizer argument per network
 CLI_OPTIONS = dict(subclass_mode_model=True, subclass_mode_data=True, auto_configure_optimizers=False)
@@ -295,7 +293,9 @@ def main(args: Optional[list[str]] = None) -> Any:
 
 def console_main() -> int:
     """The ``lit-gans`` console script and ``python -m lit_gans``: :func:`main` on the command line, exit status 0
-    when it finishes (a console script passes its return value to ``sys.exit``, so it must not be the CLI)."""
+    when it finishes (a console script passes its return value to ``sys.exit``, so it must not be the CLI); 75
+    when SIGTERM stops it, at any moment (:mod:`lit_gans.preemption`)."""
+    exit_on_sigterm()  # importing lit_gans did already when this process is the command; not when called otherwise
     main()
     return 0
 

@@ -46,6 +46,7 @@ from lit_gans.loggers import WANDB_RUN_KEY, wandb_run_of
 from lit_gans.networks.conditional import resolve_conditioning
 from lit_gans.networks.layers import has_batchnorm, spectral_norm_
 from lit_gans.objectives import NonSaturatingLoss, Objective
+from lit_gans.preemption import training_loop_started
 from lit_gans.regularizers import check_penalty_precision, r1_penalty
 from lit_gans.step import TrainingStep, split_batch
 from lit_gans.trainer_plumbing import (
@@ -53,6 +54,7 @@ from lit_gans.trainer_plumbing import (
     preemption_checkpoint_path,
     prepare_trainer,
     save_preemption_checkpoint,
+    sigterm_stops_fit,
 )
 from lit_gans.validation import check_choice, check_float, check_int
 
@@ -643,6 +645,7 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         return self.max_generator_steps is not None and self._generator_step >= self.max_generator_steps
 
     def on_train_start(self) -> None:
+        training_loop_started()  # SIGTERM from here on: stop at a batch end, with a checkpoint
         if self._budget_reached():  # a finished run resumed: train nothing, say so
             rank_zero_info(
                 f"lit_gans: the budget of max_generator_steps={self.max_generator_steps} generator steps is already "
@@ -746,8 +749,8 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         self._labels_checked = False
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # SIGTERM (SLURM, cloud preemption): Lightning stops after this batch; save where resuming looks first.
-        if self.trainer.received_sigterm and not self._preemption_saved:
+        # SIGTERM (SLURM, cloud preemption) on any rank: every rank saves where resuming looks first, then stops
+        if not self._preemption_saved and sigterm_stops_fit(self.trainer):
             self._preemption_saved = True
             save_preemption_checkpoint(self.trainer, self._generator_step)
 

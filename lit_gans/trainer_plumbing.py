@@ -1,5 +1,6 @@
 """What the engine arranges with the Trainer, beside the training loop: DDP's ``find_unused_parameters``, the
-process group's cleanup in ``ddp_spawn`` workers, atomic checkpoint writes, and the checkpoint saved on SIGTERM."""
+process group's cleanup in ``ddp_spawn`` workers, atomic checkpoint writes, and the stop on SIGTERM (one decision
+for all ranks, with a checkpoint; see :mod:`lit_gans.preemption`)."""
 
 from __future__ import annotations
 
@@ -14,22 +15,47 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_debug
 
+from lit_gans import preemption
+
 
 def prepare_trainer(trainer: Any) -> None:
     """At setup: make DDP work with G and D in one module, clean up ``ddp_spawn`` workers' process group, and
-    write checkpoints atomically."""
+    write checkpoints atomically, and record SIGTERM without Lightning's handler."""
     from lit_gans.checkpoints import AtomicCheckpointIO
 
     _require_ddp_unused_parameters(trainer.strategy)
     _destroy_process_group_at_worker_exit()
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # never leave a half-written checkpoint
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    _record_sigterm_only(trainer)
+
+
+def _record_sigterm_only(trainer: Any) -> None:
+    """Lightning's SIGTERM handler broadcasts from inside the signal handler, wherever each rank happens to be (and
+    rank 0 forwards the signal, so a rank sent SIGTERM by the cluster as well runs it twice): with SIGTERM on every
+    rank, the ranks' collectives no longer pair up and the run hangs. The engine's handler only records the signal;
+    :func:`sigterm_stops_fit` turns it into one decision for all ranks. Lightning registers the handler when the
+    fit starts, after this (the model's ``setup``), and restores the previous one at its end."""
+    trainer._signal_connector._sigterm_notifier_fn = preemption.on_sigterm
+    preemption.fit_setup()
+
+
+def sigterm_stops_fit(trainer: Any) -> bool:
+    """Whether SIGTERM arrived on any rank: under DDP one all-reduce, which every rank runs at the same batch end,
+    so that all ranks save and stop together (the signal reaches each rank at another moment)."""
+    received = preemption.sigterm_received()
+    if trainer.world_size > 1:
+        flag = torch.tensor(float(received), device=trainer.strategy.root_device)
+        received = bool(trainer.strategy.reduce(flag, reduce_op="max") > 0)
+    return received
 
 
 def save_preemption_checkpoint(trainer: Any, generator_step: int) -> None:
-    """Save :func:`preemption_checkpoint_path` now (SIGTERM arrived; Lightning stops after this batch)."""
+    """Save :func:`preemption_checkpoint_path` now, on every rank together (rank 0 writes), and make Lightning stop
+    after this batch (``SIGTERMException``, exit status 75 in the ``lit-gans`` command)."""
     path = preemption_checkpoint_path(trainer)
-    trainer.save_checkpoint(path)
+    trainer.save_checkpoint(path, weights_only=False)  # explicit: Lightning logs a line when it is left unset
+    trainer._signal_connector.received_sigterm = True  # what Lightning's handler set; every rank checks it next
     rank_zero_info(f"lit_gans: SIGTERM received, saved {path} at generator step {generator_step}")
 
 
@@ -95,4 +121,6 @@ def _require_ddp_unused_parameters(strategy: Any) -> None:
         rank_zero_debug("lit_gans: enabled DDP find_unused_parameters=True (G and D share one module)")
 
 
-__all__ = ["SaveOnSigterm", "preemption_checkpoint_path", "prepare_trainer", "save_preemption_checkpoint"]
+__all__ = [
+    "SaveOnSigterm", "preemption_checkpoint_path", "prepare_trainer", "save_preemption_checkpoint", "sigterm_stops_fit",
+]  # fmt: skip
