@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -65,7 +66,8 @@ class _Inception(nn.Module):
 
 
 class _FromMinusOneOne(nn.Module):
-    """Adapts a user extractor: it receives float images in [-1, 1] and returns ``(N, d)`` features."""
+    """Adapts a user extractor: it receives float images in [-1, 1] and returns ``(N, d)`` features. ``num_features``
+    is the module's, else :func:`probe_num_features` sets it at setup."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
@@ -78,6 +80,41 @@ class _FromMinusOneOne(nn.Module):
 
     def logits(self, images: Tensor) -> Tensor:
         return self.module.logits(images).flatten(1)
+
+
+def probe_num_features(extractor: nn.Module, image_shape: Optional[tuple[int, ...]], name: str) -> int:
+    """``d``, the size of an extractor's ``(N, d)`` features, from its output on two images of the data's shape
+    ``(C, H, W)`` in [-1, 1], for an extractor without a ``num_features`` attribute. torchmetrics would probe it with
+    one 3x299x299 image, which an extractor of the data's own images need not take.
+
+    Raises:
+        ValueError: in one line, naming the extractor, when the shape is unknown or the extractor fails on it.
+    """
+    contract = "it must map images in [-1, 1] to (N, d) features"
+    if image_shape is None:
+        raise ValueError(
+            f"FIDCallback: the feature extractor {name} has no num_features and the data's image shape is unknown: "
+            f"give it a num_features attribute (d); {contract}"
+        )
+    shape = tuple(int(s) for s in image_shape)
+    tensor = next(iter([*extractor.parameters(), *extractor.buffers()]), None)
+    device = tensor.device if tensor is not None else torch.device("cpu")
+    images = torch.linspace(-1, 1, 2 * math.prod(shape)).reshape(2, *shape).to(device)
+    try:
+        with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
+            features = extractor(images)
+    except Exception as err:  # the user's module: any failure is a mismatch with the contract
+        cause = " ".join(f"{type(err).__name__}: {err}".split())
+        raise ValueError(
+            f"FIDCallback: the feature extractor {name} fails on images of the data's shape {shape} ({cause}); "
+            f"{contract}"
+        ) from err
+    if features.dim() != 2 or features.shape[0] != 2:
+        raise ValueError(
+            f"FIDCallback: the feature extractor {name} gives features of shape {tuple(features.shape)} for 2 images "
+            f"of shape {shape}; {contract}"
+        )
+    return int(features.shape[1])
 
 
 def has_logits(module: nn.Module) -> bool:
@@ -169,7 +206,8 @@ class FIDCallback(MetricCallback):
         feature_extractor: ``inception`` (torch-fidelity's weights: ``weights_path`` or torch hub's cache;
             downloaded if missing and ``download``; a clear error offline), ``mnist`` (the shipped digit classifier;
             meaningful for MNIST-like data), ``classifier`` (a classifier trained on the run's labelled data, see
-            above) or any ``nn.Module`` mapping images in [-1, 1] to ``(N, d)`` features.
+            above) or any ``nn.Module`` mapping images in [-1, 1] to ``(N, d)`` features (``d`` from its
+            ``num_features`` attribute, else from its output on images of the data's shape at setup).
         num_real: real images for the statistics.
         num_fake: generated images per evaluation.
         every_n_generator_steps: evaluate every n generator updates.
@@ -322,6 +360,10 @@ class FIDCallback(MetricCallback):
         else:
             extractor, self.extractor_name = build_extractor(self.feature_extractor, self.weights_path, self.download)
         extractor = extractor.eval().requires_grad_(False)
+        if not hasattr(extractor, "num_features"):  # a user module: learn d from the data's images
+            shape = getattr(getattr(trainer, "datamodule", None), "image_shape", None)
+            shape = shape if shape is not None else getattr(pl_module, "image_shape", None)
+            extractor.num_features = probe_num_features(extractor, shape, self.extractor_name)
         self._extractor, self._extractor_fingerprint = extractor, None
         self.fid = FrechetInceptionDistance(feature=extractor, reset_real_features=False, normalize=True)
         self.kid_metric = self.is_metric = self.prc_metric = None

@@ -340,3 +340,39 @@ def test_missing_vgg16_weights_fail_offline_with_the_file_and_place(tmp_path, mo
                     vgg16_weights_path="/nowhere/vgg.pth").setup(None, None, "fit")  # fmt: skip
     with pytest.raises(ValueError, match="precision_recall_features='vgg'"):
         FIDCallback(ProjectionFeatures(), precision_recall_features="vgg")
+
+
+class Declared(torch.nn.Sequential):
+    num_features = 12
+
+
+def test_a_user_extractor_without_num_features_is_probed_on_the_data_s_images(tmp_path):
+    # "any module mapping images in [-1, 1] to (N, d)": d comes from a probe on an image of the data's shape (8x8
+    # grey here), not from torchmetrics' 3x299x299 one, which a Linear on 64 pixels cannot take
+    values = {}
+    for name, extractor in (("plain", torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 12))),
+                            ("declared", Declared(torch.nn.Flatten(), torch.nn.Linear(64, 12)))):  # fmt: skip
+        torch.manual_seed(0)
+        extractor[1].reset_parameters()
+        fid = FIDCallback(extractor, num_real=32, num_fake=32, every_n_generator_steps=1, kid=True,
+                          precision_recall=True, cache_dir=None)  # fmt: skip
+        model = VanillaGAN(image_shape=(1, 8, 8), latent_dim=4, hidden_dims=(16,), max_generator_steps=1)
+        trainer = Trainer(**tiny_trainer_kwargs(callbacks=[fid], default_root_dir=tmp_path))
+        trainer.fit(model, RandomImages(n=32, image_shape=(1, 8, 8)))
+        assert fid.fid.real_features_sum.shape == (12,)
+        values[name] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert {"fid", "kid", "precision", "recall"} <= set(values["plain"])
+    assert values["plain"] == values["declared"]
+
+
+def test_a_user_extractor_that_fails_on_the_data_s_images_is_one_line():
+    from lit_gans.cli import _user_error
+
+    fid = FIDCallback(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(100, 12)), cache_dir=None)
+    model = VanillaGAN(image_shape=(1, 8, 8), latent_dim=4, hidden_dims=(16,), max_generator_steps=1)
+    with pytest.raises(ValueError) as err:
+        Trainer(**tiny_trainer_kwargs(callbacks=[fid])).fit(model, RandomImages(n=32, image_shape=(1, 8, 8)))
+    message = str(err.value)
+    assert "\n" not in message and _user_error(err.value) is err.value
+    assert message.startswith("FIDCallback: the feature extractor Sequential fails on images of the data's shape (1, 8, 8)")
+    assert "images in [-1, 1] to (N, d) features" in message
