@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -69,6 +72,34 @@ def check_idx_pair(dataset: str, images: Path, labels: Path) -> None:
         )
 
 
+def check_gzip_archive(dataset: str, path: Path, md5: Optional[str] = None) -> None:
+    """Check that ``path`` is a complete gzip archive (and, with ``md5``, the file torchvision lists: it would
+    otherwise fetch it again, which fails offline).
+
+    Raises:
+        ValueError: starting with ``dataset`` and naming the file: "is damaged (<why>)" for a truncated or corrupt
+            archive, "is damaged or another file: its md5 is X, torchvision expects Y".
+    """
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw) as archive:
+            while archive.read(1 << 20):  # to the end-of-stream marker: a truncated archive fails here
+                pass
+            raw.seek(0)
+            for chunk in iter(lambda: raw.read(1 << 20), b""):
+                digest.update(chunk)
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(
+            f"{dataset}: {path} is damaged ({' '.join(str(err).split())}): the archive is truncated or corrupt. "
+            "Delete it and download it again."
+        ) from err
+    if md5 is not None and digest.hexdigest() != md5:
+        raise ValueError(
+            f"{dataset}: {path} is damaged or another file: its md5 is {digest.hexdigest()}, torchvision expects "
+            f"{md5}. Delete it and download it again."
+        )
+
+
 class MNISTDataModule(ImageDataModule):
     """MNIST (or Fashion-MNIST) digits as float32 ``(N, 1, S, S)`` tensors in [-1, 1] with their labels.
 
@@ -77,7 +108,8 @@ class MNISTDataModule(ImageDataModule):
     split is decoded once and kept in memory (47 MB for 60k digits), so no image is decoded per item.
 
     Missing files raise a ``FileNotFoundError`` listing the paths looked for; a corrupt file a ``ValueError``
-    that names it and what is wrong (bad magic number, truncated, images and labels disagree in count).
+    that names it and what is wrong (bad magic number, truncated, images and labels disagree in count; a ``.gz``
+    archive that is truncated, corrupt or not the file torchvision lists).
 
     Args:
         data_dir: folder that holds (or will hold) torchvision's ``MNIST/raw`` layout.
@@ -142,11 +174,21 @@ class MNISTDataModule(ImageDataModule):
         check_idx_pair(self.dataset, images, labels)
         return True
 
+    def _check_archives(self, download: bool) -> None:
+        """Check the ``.gz`` archives of the raw files that are not extracted yet (what torchvision would extract):
+        complete gzip streams, and with ``download`` the files torchvision lists (:func:`check_gzip_archive`)."""
+        for url, md5 in DATASETS[self.dataset].resources:
+            archive = self.data_dir / DATASETS[self.dataset].__name__ / "raw" / Path(url).name
+            if archive.is_file() and not archive.with_suffix("").is_file():
+                check_gzip_archive(self.dataset, archive, md5 if download else None)
+
     def _open(self, download: bool, train: Optional[bool] = None) -> Any:
         """torchvision's dataset of the split in use (or of ``train``: the training or the test split)."""
         cls = DATASETS[self.dataset]
         train = self.train if train is None else train
-        checked = self._check_files(train)  # a corrupt file is reported as such, never as a missing one
+        # a corrupt file is reported as such, never as a missing one
+        checked = self._check_files(train)
+        self._check_archives(download)
         try:
             ds = cls(str(self.data_dir), train=train, download=download)
         except (RuntimeError, OSError, AssertionError, ValueError, TypeError) as err:

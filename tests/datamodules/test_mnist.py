@@ -171,3 +171,45 @@ def test_the_test_split_is_the_t10k_files_read_like_the_training_images(mnist_di
     assert torch.equal(images[:1000], dm.train_set.tensors[0]) and len(targets) == 10_000
     assert dm.test_split() is dm.test_split()  # read once
     assert MNISTDataModule(data_dir, train=False, download=False).test_split() is None  # trains on it
+
+
+def archives_only(mnist_gz: Path, target: Path) -> None:
+    """A copy of the ``.gz`` archives of ``mnist_gz`` (without the files another test may have extracted there)."""
+    import shutil
+
+    shutil.copytree(mnist_gz, target, ignore=lambda folder, names: [n for n in names if n.endswith("-ubyte")])
+
+
+@pytest.mark.parametrize("download", [True, False])
+def test_a_truncated_gz_archive_is_reported_damaged_by_name_not_missing(mnist_gz, tmp_path, monkeypatch, download):
+    from torchvision.datasets import MNIST
+
+    archives_only(mnist_gz, tmp_path / "data")
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    digest = {n: hashlib.md5((raw / n).read_bytes()).hexdigest() for n, _ in MNIST.resources}
+    monkeypatch.setattr(MNIST, "resources", [(n, digest[n]) for n, _ in MNIST.resources])  # the intact archives
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # no network
+    archive = raw / "train-images-idx3-ubyte.gz"
+    archive.write_bytes(archive.read_bytes()[:-5000])
+    dm = MNISTDataModule(tmp_path / "data", download=download)
+    for step in (dm.prepare_data, dm.setup):
+        with pytest.raises(ValueError) as err:
+            step()
+        message = str(err.value)
+        assert message.startswith(f"mnist: {archive} is damaged") and "could not find" not in message
+        assert "Delete it and download it again" in message
+
+
+def test_an_archive_that_is_not_the_listed_file_is_reported_by_name(mnist_gz, tmp_path, monkeypatch):
+    # a complete gzip whose checksum is not torchvision's: with download=True it would be fetched again, offline it
+    # cannot be; say which file it is
+    from torchvision.datasets import MNIST
+
+    archives_only(mnist_gz, tmp_path / "data")
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    archive = tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"  # the test split's, as a stand-in
+    with pytest.raises(ValueError) as err:
+        MNISTDataModule(tmp_path / "data", download=True).prepare_data()
+    message = str(err.value)
+    assert message.startswith(f"mnist: {archive} is damaged or another file: its md5 is ")
+    assert "could not find" not in message
