@@ -19,7 +19,8 @@ from lit_gans.validation import check_int
 class SampleGrid(PeriodicCallback):
     """Logs ``samples/grid`` (the model's fixed ``sample_noise``, so frames are comparable; for a conditional model
     one row per class, captioned with the class names: :meth:`class_rows`), ``samples/interpolation``
-    (spherical interpolation between fixed latent pairs) and, for InfoGAN, ``samples/traversal`` (one row per
+    (spherical interpolation between fixed latent pairs; a conditional model's rows keep the fixed classes of its
+    ``sample_labels``, never labels drawn from the training noise) and, for InfoGAN, ``samples/traversal`` (one row per
     categorical value, a continuous code swept from -2 to 2), through whatever logger the Trainer has (W&B and
     TensorBoard natively, else PNG files under ``<log dir>/images``), converted to uint8 explicitly, from rank 0
     only (no collective work, so the other ranks never wait). With ``gif=True`` the grids also become
