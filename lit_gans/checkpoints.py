@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickle
@@ -24,6 +25,11 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+try:
+    import fcntl
+except ImportError:  # Windows: folders are not locked
+    fcntl = None  # type: ignore[assignment]
 
 from lit_gans.files import TEMPORARY_FILE, atomic_write_bytes
 from lit_gans.validation import check_float, check_int
@@ -204,7 +210,108 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-class LastCheckpoint(ModelCheckpoint):
+#: the lock file of a checkpoint folder, held (``fcntl.flock``) by the fit that writes there, with its pid in it
+LOCK_FILE = ".lit-gans.lock"
+#: the folders this process holds: real path -> [file descriptor, holders, lock file]
+_held_locks: dict[str, list[Any]] = {}
+
+
+def lock_checkpoint_folder(folder: Union[str, os.PathLike]) -> None:
+    """Hold ``folder`` for this process until :func:`release_checkpoint_folder` or the process's end, so that no
+    second fit writes its checkpoints there at the same time (re-entrant: the callbacks of one fit share the lock).
+    The operating system drops the lock of a process that dies, SIGKILL included: a stale lock file stops nothing.
+
+    Raises:
+        ValueError: another process holds the folder; one line with its pid.
+    """
+    folder = Path(folder)
+    key = os.path.realpath(folder)
+    if key in _held_locks:
+        _held_locks[key][1] += 1
+        return
+    if fcntl is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if err.errno not in (errno.EAGAIN, errno.EACCES):  # a filesystem without locks: say so, go on
+                rank_zero_warn(f"lit_gans: cannot lock {path} ({err.strerror}); nothing stops a second fit writing there")
+                return
+            raise ValueError(
+                f"checkpoint folder {folder} is in use by another fit (pid {holder}): wait for it to end or stop it, "
+                "or train into another folder"
+            ) from None
+        try:  # the holder may have released and removed the file between our open and lock: lock the new one
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held_locks[key] = [fd, 1, path]
+
+
+def release_checkpoint_folder(folder: Union[str, os.PathLike]) -> None:
+    """Give back this process's hold of ``folder`` (:func:`lock_checkpoint_folder`); the last holder removes the lock
+    file."""
+    key = os.path.realpath(folder)
+    entry = _held_locks.get(key)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] > 0:
+        return
+    del _held_locks[key]
+    fd, _, path = entry
+    try:
+        path.unlink()  # while still locked: a process waiting on the old file sees it gone and retries
+    except FileNotFoundError:
+        pass
+    os.close(fd)
+
+
+class _LocksFolder(ModelCheckpoint):
+    """A checkpoint callback that holds its folder during a fit (:func:`lock_checkpoint_folder`): a second fit into
+    the same folder (``fit --ckpt_path`` of a run that is still training) stops at setup, before writing anything."""
+
+    _locked_folder: Optional[str] = None
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage != "fit" or self._locked_folder is not None:
+            return
+        problem = None
+        if trainer.is_global_zero:  # the other ranks write nothing; all of them stop with rank 0's message
+            try:
+                lock_checkpoint_folder(self.dirpath)
+                self._locked_folder = str(self.dirpath)
+            except ValueError as err:
+                problem = str(err)
+        problem = trainer.strategy.broadcast(problem)
+        if problem:
+            raise ValueError(problem)
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._release()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        self._release()
+
+    def _release(self) -> None:
+        if self._locked_folder is not None:
+            release_checkpoint_folder(self._locked_folder)
+            self._locked_folder = None
+
+
+class LastCheckpoint(_LocksFolder):
     """``last.ckpt`` for resuming, written on a schedule: every ``every_n_generator_steps`` generator updates and
     every ``every_n_minutes`` minutes of training, whichever comes first (each right after a generator update), and
     when training ends; the engine also writes it when SIGTERM arrives. Always the same file, replaced atomically,
@@ -214,7 +321,8 @@ class LastCheckpoint(ModelCheckpoint):
     small when steps are slow (a 128x128 WGAN-GP on a CPU). Either can be ``None``.
 
     The folder is Lightning's (``<save_dir>/<project>/<run id>/checkpoints`` with a logger) unless ``dirpath`` is
-    given; stale temporary files of an earlier killed save are removed there at the start.
+    given; stale temporary files of an earlier killed save are removed there at the start. The fit holds the folder
+    (a lock file, :data:`LOCK_FILE`, with its pid): a second fit into it at the same time is refused.
 
     Example::
 
@@ -261,7 +369,7 @@ class LastCheckpoint(ModelCheckpoint):
             self.save(trainer, _generator_step(pl_module))
 
     def save(self, trainer: Any, step: int) -> None:
-        if self._should_skip_saving_checkpoint(trainer):
+        if self._should_skip_saving_checkpoint(trainer) or not _guard_allows(trainer, self.path):
             return
         self.last_model_path = self.path  # part of the saved state
         self._save_checkpoint(trainer, self.path)
@@ -275,7 +383,7 @@ class LastCheckpoint(ModelCheckpoint):
         pass
 
 
-class BestCheckpoint(ModelCheckpoint):
+class BestCheckpoint(_LocksFolder):
     """Keeps the ``save_top_k`` checkpoints with the best ``monitor`` value (``fid`` by default, lower is better),
     checked right where the metric was computed (after a generator step, at an epoch's end, or when training ends):
     GANs often get worse after their best step, so the best checkpoint is the one to sample from and to evaluate.
@@ -340,7 +448,7 @@ class BestCheckpoint(ModelCheckpoint):
         if value is None or value is self._seen:
             return
         self._seen = value
-        if not self._should_skip_saving_checkpoint(trainer):
+        if not self._should_skip_saving_checkpoint(trainer) and _guard_allows(trainer, f"a best-{self.monitor} checkpoint"):
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
     # Lightning's validation-end save: a GAN fit has no validation loop
@@ -348,9 +456,16 @@ class BestCheckpoint(ModelCheckpoint):
         pass
 
 
+def _guard_allows(trainer: Any, what: str) -> bool:
+    """False while the model's divergence guard rejects its state (it says so): a rollback never lands there."""
+    allowed = getattr(trainer.lightning_module, "checkpoint_allowed", None)
+    return allowed is None or allowed(what)
+
+
 def _generator_step(pl_module: Any) -> int:
     return int(getattr(pl_module, "generator_step", pl_module.global_step))
 
 
-__all__ = ["AtomicCheckpointIO", "BestCheckpoint", "LastCheckpoint", "FILE_UNSAFE", "UnsafeCheckpointError", "checkpoint_problem", "checkpoint_to_sample", "load_checkpoint_file", "newest_first",
+__all__ = ["AtomicCheckpointIO", "BestCheckpoint", "LastCheckpoint", "FILE_UNSAFE", "LOCK_FILE", "UnsafeCheckpointError", "checkpoint_problem", "checkpoint_to_sample",
+           "load_checkpoint_file", "lock_checkpoint_folder", "newest_first", "release_checkpoint_folder",
            "remove_stale_temporaries", "resolve_checkpoint", "saved_score"]

@@ -250,3 +250,27 @@ def test_a_checkpoint_that_needs_an_unrestricted_load_is_one_error_line(tmp_path
     ], result.stderr
     unrestricted = run(tmp_path, mnist_dir, "--ckpt_path=run", "--weights_only=false")
     assert unrestricted.returncode == 2 and "lit-gans: error: --weights_only=false: lit-gans resumes only with" in unrestricted.stderr
+
+
+def test_a_second_fit_into_a_run_folder_in_use_is_refused_with_the_first_ones_pid(tmp_path, mnist_dir):
+    first = start(tmp_path, mnist_dir, "--model.init_args.max_generator_steps=5000")
+    try:
+        wait_for_last(tmp_path, first, min_step=20)
+        folder = checkpoint_folder(tmp_path)
+        # the README's resume command, run while the first fit still trains into the same folder
+        second = run(tmp_path, mnist_dir, f"--ckpt_path={folder}", "--model.init_args.max_generator_steps=5000")
+        assert first.poll() is None, first.stdout.read()
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 2, second.stderr
+    errors = [line for line in second.stderr.splitlines() if line.startswith("lit-gans: error:")]
+    assert errors == [
+        f"lit-gans: error: checkpoint folder {folder.relative_to(tmp_path)} is in use by another fit (pid {first.pid}): "
+        "wait for it to end or stop it, or train into another folder"
+    ], second.stderr
+    assert "Traceback" not in second.stderr
+    # the first one killed (SIGKILL leaves its lock file behind), the folder is free again
+    resumed = run(tmp_path, mnist_dir, f"--ckpt_path={folder}", f"--model.init_args.max_generator_steps={step_of(folder / 'last.ckpt') + 2}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]  # the lock file goes with the fit that held it
