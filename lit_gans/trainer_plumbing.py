@@ -51,12 +51,16 @@ def sigterm_stops_fit(trainer: Any) -> bool:
 
 
 def save_preemption_checkpoint(trainer: Any, generator_step: int) -> None:
-    """Save :func:`preemption_checkpoint_path` now, on every rank together (rank 0 writes), and make Lightning stop
-    after this batch (``SIGTERMException``, exit status 75 in the ``lit-gans`` command)."""
+    """Save :func:`preemption_checkpoint_path` now, on every rank together (rank 0 writes), unless the divergence
+    guard rejects the state, and make Lightning stop after this batch (``SIGTERMException``, exit status 75 in the
+    ``lit-gans`` command)."""
+    from lit_gans.checkpoints import _guard_allows
+
     path = preemption_checkpoint_path(trainer)
-    trainer.save_checkpoint(path, weights_only=False)  # explicit: Lightning logs a line when it is left unset
     trainer._signal_connector.received_sigterm = True  # what Lightning's handler set; every rank checks it next
-    rank_zero_info(f"lit_gans: SIGTERM received, saved {path} at generator step {generator_step}")
+    if _guard_allows(trainer, path):  # not a state that the divergence guard rejects (it says so)
+        trainer.save_checkpoint(path, weights_only=False)  # explicit: Lightning logs a line when it is left unset
+        rank_zero_info(f"lit_gans: SIGTERM received, saved {path} at generator step {generator_step}")
 
 
 class SaveOnSigterm(Callback):

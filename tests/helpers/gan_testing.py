@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
+from lit_gans import DCGAN
 from lit_gans.datamodules import ImageDataModule
 
 
@@ -133,3 +134,18 @@ def _flat(module) -> torch.Tensor:
 
 
 __all__ = ["ProjectionFeatures", "RandomImages", "RankSyncCheck", "SaveAt", "ShardCheck", "TensorDataset", "tiny_trainer_kwargs"]
+
+
+class NaNAfter(DCGAN):
+    """Injects a NaN discriminator loss from generator step ``start`` on (or every other D step)."""
+
+    def __init__(self, start: int = 3, every_other: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.nan_start, self.every_other, self.d_calls = start, every_other, 0
+
+    def discriminator_loss(self, step):
+        loss, logs = super().discriminator_loss(step)
+        self.d_calls += 1
+        if self.generator_step >= self.nan_start and (not self.every_other or self.d_calls % 2):
+            loss = loss * float("nan")
+        return loss, logs

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from gan_testing import TINY, RandomImages, SaveAt, tiny_trainer_kwargs
+from gan_testing import TINY, NaNAfter, RandomImages, SaveAt, tiny_trainer_kwargs
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -82,21 +82,6 @@ def test_sigterm_saves_a_loadable_checkpoint_and_exits_cleanly(tmp_path):
     last = tmp_path / "ckpt" / "last.ckpt"
     assert checkpoint_problem(last) is None
     assert int(torch.load(last, weights_only=False)["state_dict"]["generator_steps"]) >= before
-
-
-class NaNAfter(DCGAN):
-    """Injects a NaN discriminator loss from generator step ``start`` on (or every other D step)."""
-
-    def __init__(self, start: int = 3, every_other: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.nan_start, self.every_other, self.d_calls = start, every_other, 0
-
-    def discriminator_loss(self, step):
-        loss, logs = super().discriminator_loss(step)
-        self.d_calls += 1
-        if self.generator_step >= self.nan_start and (not self.every_other or self.d_calls % 2):
-            loss = loss * float("nan")
-        return loss, logs
 
 
 def test_injected_nan_is_skipped_then_training_stops_with_a_clear_message():
