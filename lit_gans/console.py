@@ -142,7 +142,10 @@ def fit_summary(trainer: Any, pl_module: Any, seconds: Optional[float] = None, i
     if interrupted:
         last = [c.last_model_path for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.last_model_path]
         if last and Path(last[0]).exists():
-            lines.append(f"  resume with --ckpt_path {Path(last[0]).parent} (its newest checkpoint)")
+            folder = Path(last[0]).parent
+            resumes = _resume_step(folder)
+            at = f": training resumes at generator step {resumes}" if resumes is not None else ""
+            lines.append(f"  resume with --ckpt_path {folder} (its newest checkpoint{at})")
     for fid in (c for c in trainer.callbacks if isinstance(c, FIDCallback)):
         if fid.best_fid is not None:
             lines.append(f"  best {fid.fid_key}: {fid.best_fid:.4g} at generator step {fid.best_step}")
@@ -163,6 +166,17 @@ def fit_summary(trainer: Any, pl_module: Any, seconds: Optional[float] = None, i
         if gif.exists():
             lines.append(f"  samples over training: {gif}")
     return "\n".join(lines)
+
+
+def _resume_step(folder: Path) -> Optional[int]:
+    """The generator step of the checkpoint that ``--ckpt_path folder`` resumes from (the newest valid one), which
+    is behind the step where the fit stopped when steps ran after the last save."""
+    from lit_gans.checkpoints import load_checkpoint_file, resolve_checkpoint
+
+    try:
+        return int(load_checkpoint_file(resolve_checkpoint(folder), mmap=True)["state_dict"]["generator_steps"])
+    except (FileNotFoundError, KeyError):  # no valid checkpoint there, or not a lit-gans one
+        return None
 
 
 def _wandb_line(logger: Any) -> str:
