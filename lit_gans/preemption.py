@@ -29,13 +29,6 @@ from typing import Optional
 PREEMPTED_EXIT_STATUS = 75
 
 
-class Preempted(SystemExit):
-    """SIGTERM stopped the ``lit-gans`` command before a fit's training loop (exit status 75)."""
-
-    def __init__(self) -> None:
-        super().__init__(PREEMPTED_EXIT_STATUS)
-
-
 class _State:
     received = False  # a SIGTERM arrived (since the current fit's setup)
     training = False  # a fit's training loop is running: the engine stops it at a batch end
@@ -64,16 +57,27 @@ def exit_on_sigterm() -> None:
 
 def on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
     """The SIGTERM handler of a lit-gans process: record the signal; outside a fit's training loop of the command,
-    also stop now (:class:`Preempted`). Never a collective, never a second exit."""
+    also stop now. Never a collective, never a second exit.
+
+    Stopping outside the loop is ``os._exit``, not an exception: the signal may arrive in the middle of an import
+    (torch takes seconds), where an exception left half-imported modules and ended in a RecursionError traceback.
+    Nothing is lost: the package writes its files atomically, and the checkpoint folder's lock dies with the
+    process."""
     if _State.received:  # a second SIGTERM: the first one's exit is under way
         return
     _State.received = True
-    if _State.command and not _State.training:
-        if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
-            # os.write, not print: the signal may arrive while sys.stderr is in the middle of a write
-            os.write(2, f"\nlit-gans: stopped by SIGTERM outside training, nothing to save; run the same command "
-                        f"again (exit status {PREEMPTED_EXIT_STATUS})\n".encode())  # fmt: skip
-        raise Preempted()
+    if not _State.command or _State.training:
+        return
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+        for stream in (sys.stdout, sys.stderr):  # what was printed before, then the line
+            try:
+                stream.flush()
+            except (RuntimeError, ValueError, OSError):  # interrupted in the middle of its own write, or closed
+                pass
+        # os.write, not print: the signal may arrive while sys.stderr is in the middle of a write
+        os.write(2, f"\nlit-gans: stopped by SIGTERM outside training, nothing to save; run the same command again "
+                    f"(exit status {PREEMPTED_EXIT_STATUS})\n".encode())  # fmt: skip
+    os._exit(PREEMPTED_EXIT_STATUS)
 
 
 def sigterm_received() -> bool:
@@ -94,6 +98,6 @@ def training_loop_started() -> None:
 
 
 __all__ = [
-    "PREEMPTED_EXIT_STATUS", "Preempted", "exit_on_sigterm", "fit_setup", "on_sigterm", "running_as_command",
+    "PREEMPTED_EXIT_STATUS", "exit_on_sigterm", "fit_setup", "on_sigterm", "running_as_command",
     "sigterm_received", "training_loop_started",
 ]  # fmt: skip
