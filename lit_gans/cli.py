@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -39,6 +40,15 @@ USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLossError, WriteError)
 #: what the environment, not the program, makes any write fail with (a full disk, a read-only filesystem)
 ENVIRONMENT_ERRNOS = (*DISK_FULL, errno.EROFS)
 CHECKPOINT_ALIASES = ("last", "best", "hpc", "registry")
+#: the model arguments that a resumed fit may change on the command line without changing how G and D train: the
+#: budget, the sample grid's size, the divergence guard, speed settings, the weight average kept beside G. Any
+#: other change continues the run as another one: refused where it would write into the checkpoint's run, unless
+#: --allow_resume_changes=true asks for it
+RESUME_SETTINGS = frozenset({
+    "max_generator_steps", "num_sample_images", "check_finite", "max_nonfinite_steps", "on_nonfinite",
+    "rollback_lr_factor", "max_rollbacks", "compile", "channels_last", "joint_discriminator_forward",
+    "generator_ema_decay", "generator_ema_start",
+})  # fmt: skip
 #: how every lit-gans LightningCLI parses: any GAN and DataModule class, one optimizer argument per network
 CLI_OPTIONS = dict(subclass_mode_model=True, subclass_mode_data=True, auto_configure_optimizers=False)
 
@@ -60,6 +70,12 @@ class GANCLI(LightningCLI):
         return {"fit": LightningCLI.subcommands()["fit"]}
 
     def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_argument(
+            "--allow_resume_changes", type=bool, default=False,
+            help="with --ckpt_path: let command-line model arguments change how the resumed run trains (anything "
+            "but the budget, the divergence guard, speed settings and the weight average) and still write into the "
+            "checkpoint's run folder; without it such a resume must name another run (--trainer.logger.init_args.version)",
+        )  # fmt: skip
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
         parser.link_arguments(
             "data.num_classes", "model.init_args.num_classes", compute_fn=self._num_classes_from_data, apply_on="instantiate"
@@ -80,6 +96,9 @@ class GANCLI(LightningCLI):
                 "num_classes out (the data's is taken)"
             )
         return data_classes
+
+    #: the checkpoint file a fit resumes from (``--ckpt_path`` resolved), once parsed
+    _resumed_checkpoint: Optional[str] = None
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         self._command_line = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
@@ -107,8 +126,14 @@ class GANCLI(LightningCLI):
             return
         if not Path(path).exists():
             raise FileNotFoundError(f"--ckpt_path={path}: no such checkpoint file or folder")
-        config["ckpt_path"] = str(resolve_checkpoint(path))
-        apply_checkpoint_hyperparameters(config.model, config["ckpt_path"], command_line_model_keys(self._command_line))
+        config["ckpt_path"] = self._resumed_checkpoint = str(resolve_checkpoint(path))
+        changes = apply_checkpoint_hyperparameters(config.model, config["ckpt_path"], command_line_model_keys(self._command_line))
+        if changes and not config.get("allow_resume_changes") and writes_into_checkpoint_run(config.trainer.logger, config["ckpt_path"]):
+            raise ValueError(
+                f"--ckpt_path={config['ckpt_path']}: the command line changes how the run trains ({'; '.join(changes)}), "
+                "and the fit would write into that run's folder: continue as a new run with "
+                "--trainer.logger.init_args.version=<new id>, or pass --allow_resume_changes=true to change the old one"
+            )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -165,31 +190,78 @@ def command_line_model_keys(command_line: list[str]) -> set[str]:
     return keys
 
 
-def apply_checkpoint_hyperparameters(model_config: Namespace, checkpoint_path: str, command_line_keys: set[str]) -> None:
-    """Put the checkpoint's stored model hyperparameters into ``model_config`` (``class_path`` + ``init_args``),
-    except the keys in ``command_line_keys``; report each value that changes, and refuse another model class."""
+def apply_checkpoint_hyperparameters(model_config: Namespace, checkpoint_path: str, command_line_keys: set[str]) -> list[str]:
+    """Put the checkpoint's model hyperparameters into ``model_config`` (``class_path`` + ``init_args``), except the
+    keys in ``command_line_keys``; report each value that changes, and refuse another model class. A value the
+    checkpoint does not store (an argument the class took later, or the default ``objective``) is the class's
+    default, which the checkpoint's training used. ``image_shape`` comes from the data (linked
+    at instantiation).
+
+    Returns:
+        The command line's changes of how the run trains, one ``key=new (the checkpoint's: old)`` each: every
+        argument but the :data:`RESUME_SETTINGS`.
+    """
     stored = dict(load_checkpoint_file(checkpoint_path, mmap=True).get("hyper_parameters") or {})
     class_path = stored.pop("_class_path", None)
     stored.pop("_instantiator", None)
-    if class_path is not None and import_class(class_path) is not import_class(model_config.class_path):
+    cls = import_class(model_config.class_path)
+    if class_path is not None and import_class(class_path) is not cls:
         raise ValueError(
             f"--ckpt_path={checkpoint_path} holds a {class_path}, but the config's model is {model_config.class_path}"
         )
+    not_stored = set(getattr(cls, "_hparams_ignore", ())) - {"objective"}  # networks, optimizers: objects
+    defaults = {k: v for k, v in _init_defaults(cls).items() if k not in not_stored}
+    if getattr(cls, "objective_is_argument", False):  # objective=None trains the class's default objective
+        defaults["objective"] = cls.default_objective().to_config()
     init_args = model_config.init_args
-    for key, saved in stored.items():
-        if key == "image_shape" or key not in init_args:  # image_shape comes from the data (linked)
+    changes = []
+    for key in list(vars(init_args)):
+        if key not in stored and key not in defaults or key == "image_shape":
             continue
-        current = init_args[key]
-        if _plain(current) == _plain(saved):
+        current, saved = init_args[key], stored.get(key, defaults.get(key))
+        if _plain(_or_default(key, current, defaults)) == _plain(_or_default(key, saved, defaults)):
             continue
         if key in command_line_keys:
-            rank_zero_info(f"lit_gans: --model.init_args.{key}={current!r} overrides the checkpoint's {saved!r}")
+            rank_zero_info(
+                f"lit_gans: --model.init_args.{key}={_describe(current)} overrides the checkpoint's "
+                f"{_describe(_or_default(key, saved, defaults))}"
+            )
+            if key not in RESUME_SETTINGS:
+                changes.append(f"{key}={_describe(current)} (the checkpoint's: {_describe(_or_default(key, saved, defaults))})")
         else:
             init_args[key] = _namespace(saved)
             rank_zero_info(
-                f"lit_gans: {key}={saved!r} from the checkpoint (the config says {current!r}; pass "
-                f"--model.init_args.{key}=... to change it)"
+                f"lit_gans: {key}={_describe(_or_default(key, saved, defaults))} from the checkpoint (the config says "
+                f"{_describe(_or_default(key, current, defaults))}; pass --model.init_args.{key}=... to change it)"
             )
+    return changes
+
+
+def _init_defaults(cls: type) -> dict[str, Any]:
+    """The default of every constructor argument of ``cls``, its base classes' too (a subclass passes ``**kwargs``
+    on)."""
+    defaults: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        for name, parameter in inspect.signature(klass.__init__).parameters.items():
+            if parameter.default is not inspect.Parameter.empty:
+                defaults.setdefault(name, parameter.default)
+    return defaults
+
+
+def _or_default(key: str, value: Any, defaults: dict[str, Any]) -> Any:
+    """The objective that ``objective=None`` means (the class's default); any other value as it is."""
+    return defaults["objective"] if key == "objective" and value is None and "objective" in defaults else value
+
+
+def _describe(value: Any) -> str:
+    """A model argument for a message: an objective by its class (and arguments), any other value by ``repr``."""
+    value = _plain(value)
+    if isinstance(value, dict) and "class_path" in value:
+        arguments = ", ".join(f"{k}={v!r}" for k, v in (value.get("init_args") or {}).items())
+        return f"{value['class_path']}({arguments})"
+    return repr(value)
 
 
 def _namespace(value: Any) -> Any:
@@ -210,6 +282,22 @@ def _plain(value: Any) -> Any:
         defaults = {"init_args": {}} if "class_path" in value else {}  # a class without arguments
         return {k: _plain(v) for k, v in {**defaults, **value}.items()}
     return value
+
+
+def writes_into_checkpoint_run(logger_config: Any, checkpoint_path: str) -> bool:
+    """Whether a fit resumed from ``checkpoint_path`` with this logger config would write into the checkpoint's own
+    run (its W&B run and checkpoint folder): unless a W&B logger names another run or project. Without a W&B run
+    to tell by, it is assumed to."""
+    run = wandb_run_in_checkpoint(checkpoint_path)
+    for entry in logger_config if isinstance(logger_config, list) else [logger_config]:
+        if run is None or not isinstance(entry, Namespace) or not issubclass(import_class(entry.class_path), LightningWandbLogger):
+            continue
+        init_args = entry.get("init_args") or Namespace()
+        named = init_args.get("version") or init_args.get("id")
+        project = init_args.get("project") or os.environ.get("WANDB_PROJECT")
+        if (named and named != run["id"]) or (project and project != run["project"]):
+            return False
+    return True
 
 
 def continue_wandb_run(logger_config: Any, checkpoint_path: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import wandb
 from checkpoint_testing import plant
 
 from lit_gans.checkpoints import checkpoint_problem
@@ -217,9 +218,9 @@ def test_a_config_that_names_an_objective_resumes_with_it(tmp_path, monkeypatch,
     # resumed with the DCGAN config, which names no objective: the checkpoint's RaLSGAN continues, and says so
     resumed = cli(tmp_path, monkeypatch, mnist_dir, f"--ckpt_path={folder}", "--model.init_args.max_generator_steps=5", *small)
     assert isinstance(resumed.model.objective, RaLSGANLoss) and resumed.model.generator_step == 5
-    # unless the command line names another one
+    # unless the command line names another one, which changes the run: asked for explicitly
     other = cli(tmp_path, monkeypatch, mnist_dir, f"--ckpt_path={folder}", "--model.init_args.max_generator_steps=6",
-                "--model.init_args.objective=lit_gans.objectives.NonSaturatingLoss", *small)  # fmt: skip
+                "--model.init_args.objective=lit_gans.objectives.NonSaturatingLoss", "--allow_resume_changes=true", *small)  # fmt: skip
     assert isinstance(other.model.objective, NonSaturatingLoss) and other.model.generator_step == 6
 
 
@@ -274,3 +275,57 @@ def test_a_second_fit_into_a_run_folder_in_use_is_refused_with_the_first_ones_pi
     resumed = run(tmp_path, mnist_dir, f"--ckpt_path={folder}", f"--model.init_args.max_generator_steps={step_of(folder / 'last.ckpt') + 2}")
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]  # the lock file goes with the fit that held it
+
+
+def test_another_config_of_the_same_class_resumes_the_run_as_it_was_trained_and_says_so(checkpoints, tmp_path, monkeypatch, mnist_dir, caplog):
+    from lit_gans.cli import main
+    from lit_gans.objectives import NonSaturatingLoss
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    # the conditional config's model (the hinge loss, a projection D) with the unconditional Trainer (its metrics
+    # callbacks would refuse an unconditional model); the DCGAN run was trained with DCGAN's default objective
+    config = (REPO / "configs" / "cgan_projection_mnist.yaml").read_text()
+    config = config.replace("trainer: trainer/mnist_conditional.yaml", f"trainer: {REPO / 'configs' / 'trainer' / 'mnist.yaml'}")
+    assert str(REPO) in config
+    (tmp_path / "cgan_projection_mnist.yaml").write_text(config)
+    args = command(mnist_dir, f"--ckpt_path={checkpoints}", "--model.init_args.max_generator_steps=8")[3:]
+    args[args.index(str(CONFIG))] = str(tmp_path / "cgan_projection_mnist.yaml")
+    resumed = main(args)
+    model = resumed.model
+    assert type(model.objective) is NonSaturatingLoss and model.generator_step == 8
+    assert model.conditioning is None and model.num_classes == 0 and not model.hparams.discriminator_spectral_norm
+    for line in (
+        "objective=lit_gans.objectives.NonSaturatingLoss() from the checkpoint (the config says "
+        "lit_gans.objectives.HingeLoss(); pass --model.init_args.objective=... to change it)",
+        "conditioning=None from the checkpoint (the config says 'projection'",
+        "discriminator_spectral_norm=False from the checkpoint (the config says True",
+    ):
+        assert line in caplog.text
+
+
+def test_a_command_line_that_changes_training_never_writes_into_the_old_run_unless_asked(trained, tmp_path, monkeypatch, mnist_dir, capsys):
+    shutil.copytree(trained.parents[2], tmp_path / "lightning_logs")  # the run as it lies in its working folder
+    folder = tmp_path / trained.relative_to(trained.parents[3])
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    change = ("--model.init_args.n_critic=2", "--model.init_args.max_generator_steps=8")
+    with pytest.raises(SystemExit) as exit_:
+        cli(tmp_path, monkeypatch, mnist_dir, f"--ckpt_path={folder}", *change)
+    assert exit_.value.code == 2
+    assert (
+        f"lit-gans: error: --ckpt_path={folder / 'last.ckpt'}: the command line changes how the run trains "
+        "(n_critic=2 (the checkpoint's: 1)), and the fit would write into that run's folder: continue as a new run "
+        "with --trainer.logger.init_args.version=<new id>, or pass --allow_resume_changes=true to change the old one"
+    ) in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    # as a new run, from the checkpoint: the old run's files stay as they were
+    wandb.finish()  # in one process, a new WandbLogger would join the run still in progress (the fixture's)
+    forked = cli(tmp_path, monkeypatch, mnist_dir, f"--ckpt_path={folder}", *change, "--trainer.logger.init_args.version=forked")
+    assert forked.model.n_critic == 2 and forked.model.generator_step == 8
+    assert step_of(tmp_path / "lightning_logs" / "lit-gans" / "forked" / "checkpoints" / "last.ckpt") == 8
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    # or in the old run, when asked
+    wandb.finish()
+    changed = cli(tmp_path, monkeypatch, mnist_dir, f"--ckpt_path={folder}", *change, "--allow_resume_changes=true")
+    assert changed.model.n_critic == 2 and step_of(folder / "last.ckpt") == 8
+
