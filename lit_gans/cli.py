@@ -90,6 +90,11 @@ class GANCLI(LightningCLI):
                 f"model.init_args.conditioning={conditioning!r} needs labelled data, and the datamodule has no classes "
                 "(an image folder needs labels=True and one subfolder per class)"
             )
+        if requested and requested != data_classes and self._resumed_checkpoint is not None:
+            raise ValueError(
+                f"--ckpt_path={self._resumed_checkpoint} holds a model of num_classes={requested}, and the data gives "
+                f"num_classes={data_classes}: resume with the run's data, or start a new run"
+            )
         if requested and requested != data_classes:
             raise ValueError(
                 f"model.init_args.num_classes={requested} conflicts with the data's num_classes={data_classes}; leave "
@@ -194,8 +199,8 @@ def apply_checkpoint_hyperparameters(model_config: Namespace, checkpoint_path: s
     """Put the checkpoint's model hyperparameters into ``model_config`` (``class_path`` + ``init_args``), except the
     keys in ``command_line_keys``; report each value that changes, and refuse another model class. A value the
     checkpoint does not store (an argument the class took later, or the default ``objective``) is the class's
-    default, which the checkpoint's training used. ``image_shape`` comes from the data (linked
-    at instantiation).
+    default, which the checkpoint's training used. ``num_classes`` and ``image_shape`` come from the data (linked
+    at instantiation, where they are checked against the checkpoint's).
 
     Returns:
         The command line's changes of how the run trains, one ``key=new (the checkpoint's: old)`` each: every
@@ -228,6 +233,8 @@ def apply_checkpoint_hyperparameters(model_config: Namespace, checkpoint_path: s
             )
             if key not in RESUME_SETTINGS:
                 changes.append(f"{key}={_describe(current)} (the checkpoint's: {_describe(_or_default(key, saved, defaults))})")
+        elif key == "num_classes" and not current:  # unset: the data's, checked against the checkpoint's then
+            init_args[key] = saved
         else:
             init_args[key] = _namespace(saved)
             rank_zero_info(

@@ -329,3 +329,19 @@ def test_a_command_line_that_changes_training_never_writes_into_the_old_run_unle
     changed = cli(tmp_path, monkeypatch, mnist_dir, f"--ckpt_path={folder}", *change, "--allow_resume_changes=true")
     assert changed.model.n_critic == 2 and step_of(folder / "last.ckpt") == 8
 
+
+def test_a_conditional_run_resumed_with_its_config_reports_no_difference(tmp_path, monkeypatch, mnist_dir, caplog):
+    from lit_gans.cli import main
+
+    small = ["--model.init_args.generator_width=8", "--model.init_args.discriminator_width=8"]
+    args = command(mnist_dir, *small)[3:]
+    args[args.index(str(CONFIG))] = str(REPO / "configs" / "cgan_projection_mnist.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    main([*args, "--model.init_args.max_generator_steps=2"])
+    caplog.clear()
+    resumed = main([*args, "--model.init_args.max_generator_steps=3", f"--ckpt_path={checkpoint_folder(tmp_path)}"])
+    assert resumed.model.num_classes == 10 and resumed.model.generator_step == 3
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("lit_gans: ")]
+    assert "lit_gans: --model.init_args.max_generator_steps=3 overrides the checkpoint's 2" in said
+    assert [line for line in said if "from the checkpoint" in line] == []  # config and data agree with it
