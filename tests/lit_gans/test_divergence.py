@@ -85,3 +85,25 @@ def test_skipped_steps_are_said_in_one_line_not_one_per_step():
         "skipped the discriminator step at generator step 0: its loss was nan (1 in a row; 3 in a row end the run; "
         "train/nonfinite_steps counts them)"
     ]
+
+
+def test_sigterm_inside_a_streak_leaves_the_last_healthy_checkpoint(tmp_path):
+    """The preemption save is a checkpoint too: inside a streak of skipped steps it writes nothing, and the fit
+    still stops for the signal."""
+    import os
+    import signal
+
+    from lightning.pytorch import Callback
+
+    class SigtermAt(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if pl_module.generator_step == 7:  # inside the streak that starts at step 5
+                os.kill(os.getpid(), signal.SIGTERM)  # recorded by the engine's handler, acted on at the batch end
+
+    model = NaNAfter(start=5, max_nonfinite_steps=10, **TINY)
+    last = LastCheckpoint(dirpath=tmp_path, every_n_generator_steps=2, every_n_minutes=None)
+    trainer = Trainer(**tiny_trainer_kwargs(callbacks=[last, SigtermAt()], enable_checkpointing=True))
+    with pytest.warns(UserWarning, match="not writing"), pytest.raises(SystemExit):  # Lightning's SIGTERMException
+        trainer.fit(model, RandomImages(n=256))
+    assert model.generator_step == 8
+    assert int(torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]["generator_steps"]) == 4
