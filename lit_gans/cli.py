@@ -174,12 +174,13 @@ class GANCLI(LightningCLI):
             super()._run_subcommand(subcommand)
         except SIGTERMException:
             model = self.model
-            print(
-                f"lit-gans: stopped by SIGTERM at generator step {model.generator_step} of "
-                f"max_generator_steps={model.max_generator_steps}; resume with --ckpt_path "
-                f"{Path(preemption_checkpoint_path(self.trainer)).parent} (exit status {PREEMPTED_EXIT_STATUS})",
-                file=sys.stderr,
-            )
+            if self.trainer.is_global_zero:  # every rank stops; one line says so
+                print(
+                    f"lit-gans: stopped by SIGTERM at generator step {model.generator_step} of "
+                    f"max_generator_steps={model.max_generator_steps}; resume with --ckpt_path "
+                    f"{Path(preemption_checkpoint_path(self.trainer)).parent} (exit status {PREEMPTED_EXIT_STATUS})",
+                    file=sys.stderr,
+                )
             raise SystemExit(PREEMPTED_EXIT_STATUS) from None
 
 

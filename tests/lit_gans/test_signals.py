@@ -140,6 +140,7 @@ def test_sigterm_to_every_process_of_a_ddp_fit_saves_once_and_exits_75(mnist_dir
     assert output.count("SIGTERM received, saved") == 1  # one save, by rank 0
     saved = step_of(last_checkpoint(tmp_path))
     assert f"stopped by SIGTERM at generator step {saved} of" in output  # last.ckpt is where the ranks stopped
+    assert output.count("stopped by SIGTERM") == 1  # said once, not once per rank
     assert "Traceback" not in output
 
 
@@ -165,4 +166,5 @@ def test_sigterm_to_every_rank_of_a_ddp_fit_saves_once_and_exits_75_on_each(mnis
     saved = step_of(last)
     assert sum(output.count("SIGTERM received, saved") for output in outputs) == 1  # one save, by rank 0
     assert f"stopped by SIGTERM at generator step {saved} of" in outputs[0]  # last.ckpt is where the ranks stopped
+    assert "stopped by SIGTERM" not in outputs[1]  # said once, by rank 0
     assert "Traceback" not in outputs[0] + outputs[1]
