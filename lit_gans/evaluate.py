@@ -189,8 +189,8 @@ def evaluate(
         lit-gans evaluate --ckpt_path runs/best-fid-generator_step=3000.ckpt --config configs/dcgan_mnist.yaml --num_fake 10000
 
     Args:
-        ckpt_path: the checkpoint file to evaluate, or a run's checkpoint folder (its ``best-*.ckpt``, else its
-            newest).
+        ckpt_path: the checkpoint file to evaluate, or a run's checkpoint folder (its best checkpoint by the metric
+            each file stores, else its newest).
         config: the yaml config(s) of ``lit-gans fit``, later ones overriding earlier ones: the data and the metric
             callbacks (the model is the checkpoint's).
         num_fake: generated images of every metric that has such a setting (``FIDCallback.num_fake``,

@@ -348,8 +348,8 @@ def generate(
     how many images were written.
 
     Args:
-        ckpt_path: the checkpoint file, or a run's checkpoint folder (its ``best-*.ckpt``, else its newest). Any
-            model class; the checkpoint alone rebuilds it (``load_model``).
+        ckpt_path: the checkpoint file, or a run's checkpoint folder (its best checkpoint by the metric each file
+            stores, else its newest). Any model class; the checkpoint alone rebuilds it (``load_model``).
         num_images: how many images to generate.
         output_dir: the folder to write into, created if missing. It must not already hold generated images
             (see ``overwrite``) nor, for PNGs, anything else.
