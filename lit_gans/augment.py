@@ -1,14 +1,37 @@
-"""Differentiable augmentation of every image the discriminator sees (DiffAugment: Zhao et al. 2020,
-"Differentiable Augmentation for Data-Efficient GAN Training"), for small datasets such as the cat faces.
+"""Differentiable augmentation of every image the discriminator sees, for small datasets such as the cat faces:
+DiffAugment (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN Training") with a fixed policy,
+and ADA, whose probability adapts to D's overfitting. A model takes either as ``augment=``.
 
-The same random transform family is applied to real and generated images, in D's and in G's update, and it is
-differentiable, so G is trained through it; D never sees un-augmented images and cannot learn the augmentation as
-a feature of the data. The operations follow the paper's reference implementation (images in [-1, 1]):
+DiffAugment (:class:`DiffAugment`, ``diff_augment="..."``): the same random transform family is applied to real and
+generated images, in D's and in G's update, and it is differentiable, so G is trained through it; D never sees un-
+augmented images and cannot learn the augmentation as a feature of the data. The operations follow the paper's
+reference implementation (images in [-1, 1]):
 
 * ``color``: brightness ``x + U(-0.5, 0.5)``, saturation ``(x - mean_c) * U(0, 2) + mean_c``, contrast
   ``(x - mean) * U(0.5, 1.5) + mean``, one factor per image;
 * ``translation``: shift by up to 1/8 of the size in each direction, zero fill;
 * ``cutout``: zero one square of half the size at a random centre.
+
+**Adaptive discriminator augmentation** (:class:`AdaptiveAugment`: Karras et al. 2020, "Training Generative
+Adversarial Networks with Limited Data"): the pipeline of NVlabs/stylegan2-ada-pytorch ``training/augment.py`` (its
+``bgc`` set) and the adjustment of its ``training/training_loop.py``. Every image D sees, real or generated, in D's
+and G's updates, goes through the same random pipeline; each operation is applied to each image with probability
+``p``:
+
+* geometric (composed into one inverse affine matrix per image, executed as one differentiable resampling: reflect
+  padding, 2x up-sampling with the ``sym6`` wavelet low-pass filter, bilinear ``grid_sample``, filtered 2x
+  down-sampling): ``xflip``, ``rotate90`` (multiples of 90 degrees), ``xint`` (integer translation up to 1/8 of the
+  size), ``scale`` (isotropic, log2-normal with std 0.2), ``rotate`` (uniform angle, as a pre- and a post-rotation
+  each with probability ``1 - sqrt(1 - p)``), ``aniso`` (anisotropic, log2 std 0.2), ``xfrac`` (fractional
+  translation, std 1/8 of the size);
+* colour (one 4x4 matrix per image on the RGB values, a grayscale image uses the mean of its rows):
+  ``brightness`` (additive, std 0.2), ``contrast`` (log2 std 0.5), ``lumaflip`` (Householder reflection about the
+  luma axis), ``hue`` (rotation about it), ``saturation`` (log2 std 1); hue and saturation only change RGB images.
+
+``p`` adapts: D's sign on the real images it scores, ``r_t = E[sign(D(x_real))]``, is accumulated over
+``interval`` D steps and summed over DDP ranks; then ``p += sign(r_t - target) * N / speed_images`` where ``N`` is
+the number of real images scored in the interval (all ranks), so that p can move from 0 to 1 in ``speed_images``
+images; p is clamped to [0, 1]. ``r_t`` near 1 means D is confident on every real image, the sign of overfitting.
 
 Example::
 
@@ -20,12 +43,16 @@ Example::
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from collections.abc import Sequence
+from typing import Any, Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_gans.ada import AdaptiveAugment
+from lit_gans.validation import check_float, check_int
+
 
 POLICIES = ("color", "translation", "cutout")
 
@@ -112,17 +139,385 @@ def _apply(x: Tensor, names: list[str], generator: Optional[torch.Generator] = N
     return x
 
 
-class DiffAugmentHook:
-    """A forward pre-hook that augments a module's input while it is in training mode (a picklable object, so a
+class Augment(nn.Module):
+    """What augments every image D sees in training, real or generated, in D's and G's updates (the engine calls
+    it on D's input while D is in training mode): :class:`DiffAugment` or :class:`AdaptiveAugment`. A model stores
+    it in its checkpoint as :meth:`to_config`'s plain dictionary, and its state as buffers."""
+
+    def forward(self, images: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def to_config(self) -> dict[str, Any]:
+        args = {k: list(v) if isinstance(v, tuple) else v for k, v in self.init_args().items()}
+        return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "init_args": args}
+
+    def init_args(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    def from_config(config: Union["Augment", str, dict[str, Any]]) -> "Augment":
+        """An augmentation from :meth:`to_config`'s dictionary, a DiffAugment policy string, or itself."""
+        if isinstance(config, Augment):
+            return config
+        if isinstance(config, str):
+            return DiffAugment(config)
+        module, _, name = str(config["class_path"]).rpartition(".")
+        cls = globals().get(name) if module == __name__ else None
+        if not (isinstance(cls, type) and issubclass(cls, Augment)):
+            raise ValueError(f"augment: {config['class_path']!r} is not a lit_gans.augment.Augment class")
+        return cls(**(config.get("init_args") or {}))
+
+
+class DiffAugment(Augment):
+    """DiffAugment with a fixed ``policy`` (comma-separated operations of :data:`POLICIES`, applied in order to
+    every image; module docstring). ``diff_augment="color,translation,cutout"`` is the shorthand.
+
+    Example::
+
+        >>> DiffAugment("translation,cutout")(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 1, 8, 8])
+    """
+
+    def __init__(self, policy: str = "color,translation,cutout") -> None:
+        super().__init__()
+        self.operations = check_policy(policy)  # parsed once, not at every D forward
+        if not self.operations:
+            raise ValueError("DiffAugment(policy=''): name at least one operation, or leave augment unset")
+        self.policy = ",".join(self.operations)
+
+    def init_args(self) -> dict[str, Any]:
+        return {"policy": self.policy}
+
+    def forward(self, images: Tensor) -> Tensor:
+        return _apply(images, self.operations)
+
+
+class AugmentHook:
+    """The forward pre-hook that puts D's training inputs through an :class:`Augment` (a picklable object, so a
     model that carries it still works with ``ddp_spawn``)."""
 
-    def __init__(self, policy: str) -> None:
-        self.operations = check_policy(policy)  # parsed once, not at every D forward
+    def __init__(self, augment: Augment) -> None:
+        self.augment = augment
 
     def __call__(self, module: nn.Module, args: tuple) -> Optional[tuple]:
         if not module.training:
             return None
-        return (_apply(args[0], self.operations), *args[1:])
+        return (self.augment(args[0]), *args[1:])
 
 
-__all__ = ["POLICIES", "AdaptiveAugment", "DiffAugmentHook", "color", "cut_out", "cutout", "diff_augment", "translate", "translation"]
+# ---------------------------------------------------------------------------------------------- ADA
+GEOMETRIC_OPS = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac")
+COLOR_OPS = ("brightness", "contrast", "lumaflip", "hue", "saturation")
+#: ADA's ``bgc`` pipeline, the paper's default
+DEFAULT_OPS = GEOMETRIC_OPS + COLOR_OPS
+
+# the low-pass filter of the geometric resampling (Daubechies symlet 6), as in the reference
+_SYM6 = (
+    0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633, 0.4910559419267466,
+    0.787641141030194, 0.3379294217276218, -0.07263752278646252, -0.021060292512300564, 0.04472490177066578,
+    0.0017677118642428036, -0.007800708325034148,
+)  # fmt: skip
+
+
+def check_ops(ops: Sequence[str]) -> tuple[str, ...]:
+    ops = tuple(ops)
+    unknown = [op for op in ops if op not in DEFAULT_OPS]
+    if unknown:
+        raise ValueError(f"ops: unknown operation {unknown[0]!r}; choose from {', '.join(DEFAULT_OPS)}")
+    return ops
+
+
+# ---------------------------------------------------------------------------------------------- matrices
+def _matrix(rows: list[list[Any]], like: Tensor) -> Tensor:
+    """A batch of matrices ``(N, R, C)`` from rows whose entries are scalars or ``(N,)`` tensors."""
+    entries = [e if isinstance(e, Tensor) else torch.full_like(like, float(e)) for row in rows for e in row]
+    return torch.stack(entries, dim=-1).reshape(like.shape[0], len(rows), len(rows[0]))
+
+
+def _translate2d(tx: Any, ty: Any, like: Tensor) -> Tensor:
+    return _matrix([[1, 0, tx], [0, 1, ty], [0, 0, 1]], like)
+
+
+def _scale2d(sx: Any, sy: Any, like: Tensor) -> Tensor:
+    return _matrix([[sx, 0, 0], [0, sy, 0], [0, 0, 1]], like)
+
+
+def _rotate2d(theta: Tensor) -> Tensor:
+    c, s = torch.cos(theta), torch.sin(theta)
+    return _matrix([[c, -s, 0], [s, c, 0], [0, 0, 1]], theta)
+
+
+def _translate3d(t: Tensor) -> Tensor:
+    return _matrix([[1, 0, 0, t], [0, 1, 0, t], [0, 0, 1, t], [0, 0, 0, 1]], t)
+
+
+def _scale3d(s: Tensor) -> Tensor:
+    return _matrix([[s, 0, 0, 0], [0, s, 0, 0], [0, 0, s, 0], [0, 0, 0, 1]], s)
+
+
+def _rotate3d(v: Tensor, theta: Tensor) -> Tensor:
+    """Rotation by ``theta`` about the unit axis ``v`` (Rodrigues), homogeneous 4x4."""
+    vx, vy, vz = (float(c) for c in v[:3])
+    s, c = torch.sin(theta), torch.cos(theta)
+    cc = 1 - c
+    return _matrix(
+        [
+            [vx * vx * cc + c, vx * vy * cc - vz * s, vx * vz * cc + vy * s, 0],
+            [vy * vx * cc + vz * s, vy * vy * cc + c, vy * vz * cc - vx * s, 0],
+            [vz * vx * cc - vy * s, vz * vy * cc + vx * s, vz * vz * cc + c, 0],
+            [0, 0, 0, 1],
+        ],
+        theta,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- filtering
+def _filter_2x(x: Tensor, taps: Tensor, up: bool) -> Tensor:
+    """Separable 2x up-sampling (zero insertion, then the filter with gain 2 per axis) or filtered 2x
+    down-sampling (the filter, then every second sample), each keeping the image centred."""
+    n, c, h, w = x.shape
+    k = taps.numel()
+    if up:  # a convolution with the filter (the reference's upsample2d)
+        x = F.pad(x.reshape(n, c, h, 1, w, 1), [0, 1, 0, 0, 0, 1]).reshape(n, c, 2 * h, 2 * w)
+        weight = taps.to(x.dtype).flip(0) * 2
+        pad = [(k + 1) // 2, (k - 2) // 2]
+    else:  # a correlation with it (its downsample2d with flip_filter=True)
+        weight = taps.to(x.dtype)
+        pad = [(k - 1) // 2, (k - 2) // 2]
+    x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]]).reshape(n * c, 1, x.shape[2] + sum(pad), x.shape[3] + sum(pad))
+    x = F.conv2d(x, weight.view(1, 1, 1, k))
+    x = F.conv2d(x, weight.view(1, 1, k, 1))
+    x = x.reshape(n, c, x.shape[2], x.shape[3])
+    return x if up else x[:, :, ::2, ::2]
+
+
+class AdaptiveAugment(Augment):
+    """ADA's augmentation pipeline with its adaptive probability ``p`` (module docstring).
+
+    Args:
+        target: the value of ``r_t`` that p steers towards (0.6, the paper's).
+        interval: D steps between two adjustments of p (4).
+        speed_images: real images over which p can move by 1 (500,000: the reference's ``ada_kimg=500``).
+        p: the starting probability.
+        adaptive: ``False`` keeps p fixed at ``p``.
+        ops: the operations, any of :data:`DEFAULT_OPS` (all by default: ADA's ``bgc``). Leave out ``xflip``
+            (and ``rotate90``) for data whose orientation carries meaning, such as text.
+
+    ``p``, the accumulated ``r_t`` sums and the last ``r_t`` are buffers: saved in checkpoints and, updated from
+    values summed over the ranks, equal on every DDP rank.
+
+    Example::
+
+        >>> import torch
+        >>> ada = AdaptiveAugment(p=1.0, ops=("xflip", "brightness"))
+        >>> ada(torch.rand(4, 3, 16, 16) * 2 - 1).shape
+        torch.Size([4, 3, 16, 16])
+    """
+
+    def __init__(
+        self,
+        target: float = 0.6,
+        interval: int = 4,
+        speed_images: int = 500_000,
+        p: float = 0.0,
+        adaptive: bool = True,
+        ops: Sequence[str] = DEFAULT_OPS,
+    ) -> None:
+        super().__init__()
+        self.target = check_float("target", target, minimum=-1.0, inclusive=True)
+        self.interval = check_int("interval", interval)
+        self.speed_images = check_int("speed_images", speed_images)
+        self.adaptive = bool(adaptive)
+        self.ops = check_ops(ops)
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"p={p}: the augmentation probability must be in [0, 1]")
+        self.register_buffer("p", torch.tensor(float(p)))
+        self.register_buffer("rt", torch.tensor(0.0))  # the last r_t
+        self.register_buffer("sign_sum", torch.zeros((), dtype=torch.float64))  # this interval's, this rank
+        self.register_buffer("sign_count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # D steps since the last adjustment
+        self.register_buffer("_filter", torch.tensor(_SYM6) / sum(_SYM6), persistent=False)
+        # host copies, so that no call reads the device: set here, after each adjustment and after a load
+        self._p_value, self._steps_value = float(p), 0
+        self.register_load_state_dict_post_hook(_sync_host_copy_after_load)
+
+    def _sync_host_copy(self) -> None:
+        self._p_value, self._steps_value = float(self.p), int(self.steps)
+
+    def init_args(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "interval": self.interval, "speed_images": self.speed_images,
+            "p": self._p_value, "adaptive": self.adaptive, "ops": list(self.ops),
+        }  # fmt: skip
+
+    # ------------------------------------------------------------------ the pipeline
+    def forward(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Augment ``(N, C, H, W)`` images (C = 1 or 3); with p = 0 they pass through untouched."""
+        if self._p_value == 0.0:
+            return images
+        if images.shape[1] not in (1, 3):
+            raise ValueError(f"AdaptiveAugment takes 1- or 3-channel images, got {images.shape[1]} channels")
+        dtype = images.dtype
+        images = self._geometric(images.float(), generator)
+        return self._color(images, generator).to(dtype)
+
+    def _draw(self, images: Tensor, shape: tuple[int, ...], generator: Optional[torch.Generator], kind: str) -> Tensor:
+        device = generator.device if generator is not None else images.device
+        draw = torch.rand if kind == "uniform" else torch.randn
+        return draw(shape, generator=generator, device=device).to(images.device)
+
+    def _with_probability(
+        self, images: Tensor, value: Tensor, identity: float, generator: Optional[torch.Generator], p: float
+    ) -> Tensor:
+        chosen = self._draw(images, value.shape[:1], generator, "uniform") < p
+        return torch.where(chosen.view(-1, *([1] * (value.dim() - 1))), value, torch.full_like(value, identity))
+
+    def _geometric(self, images: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        n, _, h, w = images.shape
+        p, ops = self._p_value, self.ops
+        ref = torch.zeros(n, device=images.device)
+        g_inv = torch.eye(3, device=images.device).expand(n, 3, 3)  # output pixel -> input pixel
+        touched = False
+
+        def uniform(*shape: int) -> Tensor:
+            return self._draw(images, (n, *shape), generator, "uniform")
+
+        def normal(*shape: int) -> Tensor:
+            return self._draw(images, (n, *shape), generator, "normal")
+
+        if "xflip" in ops:
+            i = self._with_probability(images, torch.floor(uniform() * 2), 0.0, generator, p)
+            g_inv, touched = g_inv @ _scale2d(1 - 2 * i, 1, ref), True
+        if "rotate90" in ops:
+            i = self._with_probability(images, torch.floor(uniform() * 4), 0.0, generator, p)
+            g_inv, touched = g_inv @ _rotate2d(math.pi / 2 * i), True
+        if "xint" in ops:
+            t = self._with_probability(images, (uniform(2) * 2 - 1) * 0.125, 0.0, generator, p)
+            g_inv, touched = g_inv @ _translate2d(-torch.round(t[:, 0] * w), -torch.round(t[:, 1] * h), ref), True
+        if "scale" in ops:
+            s = self._with_probability(images, torch.exp2(normal() * 0.2), 1.0, generator, p)
+            g_inv, touched = g_inv @ _scale2d(1 / s, 1 / s, ref), True
+        p_rot = 1 - math.sqrt(max(0.0, 1 - p))  # P(pre- or post-rotation) = p
+        if "rotate" in ops:
+            theta = self._with_probability(images, (uniform() * 2 - 1) * math.pi, 0.0, generator, p_rot)
+            g_inv, touched = g_inv @ _rotate2d(theta), True
+        if "aniso" in ops:
+            s = self._with_probability(images, torch.exp2(normal() * 0.2), 1.0, generator, p)
+            g_inv, touched = g_inv @ _scale2d(1 / s, s, ref), True
+        if "rotate" in ops:
+            theta = self._with_probability(images, (uniform() * 2 - 1) * math.pi, 0.0, generator, p_rot)
+            g_inv = g_inv @ _rotate2d(theta)
+        if "xfrac" in ops:
+            t = self._with_probability(images, normal(2) * 0.125, 0.0, generator, p)
+            g_inv, touched = g_inv @ _translate2d(-t[:, 0] * w, -t[:, 1] * h, ref), True
+        return self._resample(images, g_inv) if touched else images
+
+    def _resample(self, images: Tensor, g_inv: Tensor) -> Tensor:
+        """Apply the inverse transforms ``g_inv`` (pixel coordinates centred on the image) in one resampling."""
+        n, c, h, w = images.shape
+        ref = torch.zeros(n, device=images.device)
+        taps = self._filter.to(images.device)
+        pad = taps.numel() // 4
+        # reflect-pad far enough that every sampled position lies inside the padded image
+        cx, cy = (w - 1) / 2, (h - 1) / 2
+        corners = torch.tensor([[-cx, -cy, 1], [cx, -cy, 1], [cx, cy, 1], [-cx, cy, 1]], device=images.device)
+        reach = (g_inv @ corners.t())[:, :2, :].permute(1, 0, 2).flatten(1)  # (xy, n * 4)
+        margin = torch.cat([-reach, reach]).max(dim=1).values
+        margin = margin + torch.tensor([pad * 2 - cx, pad * 2 - cy] * 2, device=images.device)
+        limit = torch.tensor([w - 1, h - 1] * 2, device=images.device, dtype=margin.dtype)
+        mx0, my0, mx1, my1 = (int(m) for m in margin.clamp(min=0).minimum(limit).ceil().tolist())
+        images = F.pad(images, [mx0, mx1, my0, my1], mode="reflect")
+        g_inv = _translate2d((mx0 - mx1) / 2, (my0 - my1) / 2, ref) @ g_inv
+        images = _filter_2x(images, taps, up=True)
+        g_inv = _scale2d(2, 2, ref) @ g_inv @ _scale2d(0.5, 0.5, ref)
+        g_inv = _translate2d(-0.5, -0.5, ref) @ g_inv @ _translate2d(0.5, 0.5, ref)
+        out_h, out_w = (h + pad * 2) * 2, (w + pad * 2) * 2
+        # to grid_sample's normalized coordinates
+        g_inv = (
+            _scale2d(2 / images.shape[3], 2 / images.shape[2], ref) @ g_inv @ _scale2d(out_w / 2, out_h / 2, ref)
+        )
+        grid = F.affine_grid(g_inv[:, :2, :], [n, c, out_h, out_w], align_corners=False)
+        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        images = _filter_2x(images, taps, up=False)
+        return images[:, :, pad : pad + h, pad : pad + w]
+
+    def _color(self, images: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        n, c, h, w = images.shape
+        p, ops = self._p_value, self.ops
+        eye = torch.eye(4, device=images.device)
+        m = eye.expand(n, 4, 4)
+        touched = False
+        luma = torch.tensor([1.0, 1.0, 1.0, 0.0], device=images.device) / math.sqrt(3)
+        luma_outer = torch.outer(luma, luma)
+
+        def normal() -> Tensor:
+            return self._draw(images, (n,), generator, "normal")
+
+        if "brightness" in ops:
+            b = self._with_probability(images, normal() * 0.2, 0.0, generator, p)
+            m, touched = _translate3d(b) @ m, True
+        if "contrast" in ops:
+            s = self._with_probability(images, torch.exp2(normal() * 0.5), 1.0, generator, p)
+            m, touched = _scale3d(s) @ m, True
+        if "lumaflip" in ops:
+            i = self._with_probability(images, torch.floor(self._draw(images, (n,), generator, "uniform") * 2), 0.0, generator, p)
+            m, touched = (eye - 2 * luma_outer * i.view(n, 1, 1)) @ m, True
+        if "hue" in ops and c > 1:
+            theta = self._with_probability(
+                images, (self._draw(images, (n,), generator, "uniform") * 2 - 1) * math.pi, 0.0, generator, p
+            )
+            m, touched = _rotate3d(luma, theta) @ m, True
+        if "saturation" in ops and c > 1:
+            s = self._with_probability(images, torch.exp2(normal() * 1.0), 1.0, generator, p)
+            m, touched = (luma_outer + (eye - luma_outer) * s.view(n, 1, 1)) @ m, True
+        if not touched:
+            return images
+        flat = images.reshape(n, c, h * w)
+        if c == 3:
+            flat = m[:, :3, :3] @ flat + m[:, :3, 3:]
+        else:  # grayscale: the mean of the RGB rows acting on (x, x, x)
+            rows = m[:, :3, :].mean(dim=1, keepdim=True)
+            flat = flat * rows[:, :, :3].sum(dim=2, keepdim=True) + rows[:, :, 3:]
+        return flat.reshape(n, c, h, w)
+
+    # ------------------------------------------------------------------ adapting p
+    def accumulate(self, real_output: Tensor) -> None:
+        """Add D's raw outputs on this step's real images to the interval's ``r_t`` (on the device; no sync)."""
+        if self.adaptive:
+            out = real_output.detach().flatten()
+            self.sign_sum.add_(torch.sign(out).sum().to(self.sign_sum.dtype))
+            self.sign_count.add_(out.numel())
+
+    def after_discriminator_step(self, reduce: Optional[Any] = None) -> bool:
+        """Count one D step; every ``interval`` steps, move p from ``r_t`` summed over the ranks (``reduce`` sums a
+        tensor across processes; ``None``: one process). Returns whether p was adjusted."""
+        if not self.adaptive:
+            return False
+        self._steps_value += 1
+        self.steps.fill_(self._steps_value)
+        if self._steps_value < self.interval:
+            return False
+        totals = torch.stack([self.sign_sum, self.sign_count])
+        if reduce is not None:
+            totals = reduce(totals)
+        sign_sum, count = (float(v) for v in totals)
+        self._steps_value = 0
+        self.steps.zero_()
+        self.sign_sum.zero_()
+        self.sign_count.zero_()
+        if count == 0:
+            return False
+        rt = sign_sum / count
+        adjust = math.copysign(1.0, rt - self.target) * count / self.speed_images if rt != self.target else 0.0
+        self.rt.fill_(rt)
+        self.p.fill_(min(max(self._p_value + adjust, 0.0), 1.0))
+        self._sync_host_copy()
+        return True
+
+
+def _sync_host_copy_after_load(module: AdaptiveAugment, incompatible_keys: Any) -> None:
+    module._sync_host_copy()  # a module-level function, so that models pickle (ddp_spawn)
+
+
+__all__ = [
+    "COLOR_OPS", "DEFAULT_OPS", "GEOMETRIC_OPS", "POLICIES", "AdaptiveAugment", "Augment", "AugmentHook", "DiffAugment", "color", "cut_out", "cutout", "diff_augment", "translate", "translation"]

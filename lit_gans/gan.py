@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.swa_utils import AveragedModel
 
-from lit_gans.augment import DiffAugmentHook
+from lit_gans.augment import AdaptiveAugment, Augment, AugmentHook
 from lit_gans.averaging import AveragedGenerator, EMAUpdate, match_generator_ema
 from lit_gans.console import console_callbacks
 from lit_gans.divergence import DivergenceGuard, NonFiniteLossError
@@ -47,7 +47,7 @@ from lit_gans.networks.conditional import resolve_conditioning
 from lit_gans.networks.layers import has_batchnorm, spectral_norm_
 from lit_gans.objectives import NonSaturatingLoss, Objective
 from lit_gans.preemption import training_loop_started
-from lit_gans.regularizers import check_penalty_precision, r1_penalty
+from lit_gans.regularizers import R1, Regularizer, check_penalty_precision
 from lit_gans.step import TrainingStep, split_batch
 from lit_gans.trainer_plumbing import (
     SaveOnSigterm,
@@ -115,13 +115,20 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
             discriminator without BatchNorm. Under DDP, PyTorch then prints "Grad strides do not match bucket
             view strides" once: the gradient of D's one-channel output layer differs only in the stride of that
             size-1 dimension, the same memory layout, so it is harmless.
-        diff_augment: DiffAugment policy (Zhao et al. 2020), e.g. ``"color,translation,cutout"``: every image D sees
-            in training, real or generated, in both updates, is augmented differentiably
-            (:mod:`lit_gans.augment`); for small datasets. ``""`` (default): off.
-        r1_penalty_weight: gamma of the R1 penalty (Mescheder et al. 2018), ``gamma / 2 * E[||grad D(x)||^2]`` on
-            real images added to every discriminator loss (:func:`~lit_gans.regularizers.r1_penalty`; logged as
-            ``train/r1_penalty``); 0 (default): off. Needs a discriminator without BatchNorm and costs one more D
-            forward and a double backward per D step.
+        augment: what every image D sees in training, real or generated, in both updates, goes through
+            (:mod:`lit_gans.augment`; for small datasets): :class:`~lit_gans.augment.DiffAugment` (a fixed policy)
+            or :class:`~lit_gans.augment.AdaptiveAugment` (ADA: its probability ``p`` adapts to D's overfitting,
+            logged as ``augment/p`` and ``augment/rt``), or its ``to_config()`` dictionary; stored in the checkpoint.
+        diff_augment: shorthand for ``augment=DiffAugment(policy)``, e.g. ``"color,translation,cutout"`` (Zhao et
+            al. 2020). ``""`` (default): off.
+        regularizers: :class:`~lit_gans.regularizers.Regularizer` terms of the D and G losses (``R1``, ``R2``,
+            ``GradientPenalty``, ``LeCam``, or a subclass of your own), or their ``to_config()`` dictionaries;
+            each logs its values as ``train/<name>`` and may be lazy (``interval``). Stored in the checkpoint, so
+            ``load_from_checkpoint(path)`` and ``--ckpt_path`` rebuild them with their state.
+        r1_penalty_weight: shorthand for ``regularizers=[R1(gamma)]``, the R1 penalty (Mescheder et al. 2018)
+            ``gamma / 2 * E[||grad D(x)||^2]`` on real images in every discriminator loss (logged as
+            ``train/r1_penalty``); 0 (default): off. An input-gradient penalty needs a discriminator without
+            BatchNorm and costs one more D forward and a double backward per D step it runs.
         generator_ema_decay: keep an exponential moving average of G's weights, ``G_ema <- decay * G_ema +
             (1 - decay) * G`` after every generator update (Karras et al. 2018; Yazici et al. 2019, "The Unusual
             Effectiveness of Averaging in GAN Training"). ``sample``, and so every monitoring callback, then uses
@@ -202,6 +209,8 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         "discriminator_optimizer",
         "generator_lr_scheduler",
         "discriminator_lr_scheduler",
+        "regularizers",
+        "augment",
     ]
 
     def __init__(
@@ -228,6 +237,8 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         compile: bool = False,
         discriminator_spectral_norm: bool = False,
         diff_augment: str = "",
+        augment: Optional[Augment] = None,
+        regularizers: Optional[Sequence[Regularizer]] = None,
         r1_penalty_weight: float = 0.0,
         generator_ema_decay: Optional[float] = None,
         generator_ema_start: int = 0,
@@ -265,8 +276,13 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         self.auxiliary_classify_fakes = auxiliary_classify_fakes
         self.generator = generator
         self.discriminator = spectral_norm_(discriminator) if discriminator_spectral_norm else discriminator
-        if diff_augment:
-            self.discriminator.register_forward_pre_hook(DiffAugmentHook(diff_augment))
+        if diff_augment and augment is not None:
+            raise ValueError("diff_augment and augment both set: diff_augment=POLICY is the shorthand of augment=DiffAugment(POLICY)")
+        self.augment = Augment.from_config(augment if augment is not None else diff_augment) if augment is not None or diff_augment else None
+        if augment is not None:
+            self.hparams["augment"] = self.augment.to_config()
+        if self.augment is not None:
+            self.discriminator.register_forward_pre_hook(AugmentHook(self.augment))
         self.objective = Objective.from_config(objective) if objective is not None else self.default_objective()
         config = self.objective.to_config() if objective is not None and self.objective_is_argument else None
         if config is not None:
@@ -287,10 +303,14 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         if compile and self.compile_unsupported:
             raise ValueError(f"compile=True is not supported for {type(self).__name__}: {self.compile_unsupported}")
         self.r1_penalty_weight = check_float("r1_penalty_weight", r1_penalty_weight, inclusive=True)
-        if r1_penalty_weight and batchnorm_in_d:
-            raise ValueError("r1_penalty_weight > 0 needs a discriminator without BatchNorm: the penalty is per sample")
-        if r1_penalty_weight and compile:
-            raise ValueError("compile=True is not supported with r1_penalty_weight > 0: the penalty needs a double backward")
+        self.regularizers = nn.ModuleList(Regularizer.from_config(r) for r in regularizers or ())
+        self._regularizer_options: dict[int, str] = {}  # what the float16 refusal names
+        if regularizers:
+            self.hparams["regularizers"] = [r.to_config() for r in self.regularizers]
+        for regularizer in self.regularizers:
+            self.check_regularizer(regularizer, repr(regularizer), batchnorm_in_d, compile)
+        if r1_penalty_weight:
+            self.add_regularizer(R1(r1_penalty_weight), f"r1_penalty_weight={r1_penalty_weight}", batchnorm_in_d, compile)
         self.reuse_fake_for_generator = reuse_fake_for_generator
         self.generator_ema: Optional[AveragedModel] = None
         if generator_ema_decay is not None:
@@ -331,6 +351,26 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
             self.register_buffer("sample_labels", torch.arange(num_sample_images) % self.num_classes)
             # what sample(labels=None) draws from; set from the datamodule's class counts when a fit starts
             self.register_buffer("class_frequencies", torch.full((self.num_classes,), 1.0 / self.num_classes))
+
+    def add_regularizer(
+        self, regularizer: Regularizer, option: str, batchnorm_in_d: Optional[bool] = None, compile: Optional[bool] = None
+    ) -> None:
+        """Add a regularizer that an argument of the model (``option``, e.g. ``r1_penalty_weight=10``) stands for:
+        it is rebuilt from that argument, so it is not stored with the ``regularizers`` a user gave."""
+        batchnorm_in_d = has_batchnorm(self.discriminator) if batchnorm_in_d is None else batchnorm_in_d
+        compile = self.compile_networks if compile is None else compile
+        self.check_regularizer(regularizer, option, batchnorm_in_d, compile)
+        self.regularizers.append(regularizer)
+        self._regularizer_options[id(regularizer)] = option
+
+    @staticmethod
+    def check_regularizer(regularizer: Regularizer, option: str, batchnorm_in_d: bool, compile: bool) -> None:
+        if not regularizer.needs_input_gradients:
+            return
+        if batchnorm_in_d:
+            raise ValueError(f"{option} needs a discriminator without BatchNorm: its input-gradient penalty is per sample")
+        if compile:
+            raise ValueError(f"compile=True is not supported with {option}: its penalty needs a double backward")
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets `_current_fx_name` twice around every hook it calls (~45 times a batch); nn.Module's generic
@@ -459,20 +499,20 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
     def discriminate(self, step: TrainingStep) -> tuple[Tensor, Tensor]:
         """D's outputs on the step's real and fake images, each scored with its labels: two forwards, so that
         BatchNorm sees pure batches as in DCGAN, or one over both when ``joint_discriminator_forward`` (no
-        BatchNorm in D). The auxiliary classifier's logits go into ``step.real_class_logits`` /
-        ``step.fake_class_logits``."""
+        BatchNorm in D). They are recorded as ``step.real_output`` / ``step.fake_output`` (for the regularizers and
+        ADA), the auxiliary classifier's logits as ``step.real_class_logits`` / ``step.fake_class_logits``."""
         real, fake = step.real, step.fake
         if self.joint_discriminator_forward:
             labels = torch.cat([step.labels, step.fake_labels]) if self.num_classes else None
             out, logits = self.critic(torch.cat([real, fake.to(real.dtype)]), labels)
             n = real.shape[0]
-            real_out, fake_out = out[:n], out[n:]
+            step.real_output, step.fake_output = out[:n], out[n:]
             if logits is not None:
                 step.real_class_logits, step.fake_class_logits = logits[:n], logits[n:]
-            return real_out, fake_out
-        real_out, step.real_class_logits = self.critic(real, step.labels)
-        fake_out, step.fake_class_logits = self.critic(fake, step.fake_labels)
-        return real_out, fake_out
+            return step.real_output, step.fake_output
+        step.real_output, step.real_class_logits = self.critic(real, step.labels)
+        step.fake_output, step.fake_class_logits = self.critic(fake, step.fake_labels)
+        return step.real_output, step.fake_output
 
     def discriminator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
         """The loss of one D update and what to log; ``step.fake = G(step.z)`` carries no graph to G."""
@@ -527,22 +567,50 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         return self.auxiliary_weight * loss
 
     def regularized_discriminator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
-        """:meth:`discriminator_loss` plus the engine's terms: the auxiliary classifier's and R1."""
+        """:meth:`discriminator_loss` plus the engine's terms: the auxiliary classifier's and the regularizers'.
+        ADA counts D's confidence on this step's real images."""
         loss, logs = self.discriminator_loss(step)
         if self.conditioning == "auxiliary":
             loss = loss + self.auxiliary_class_loss(step, logs, discriminator=True)
-        if self.r1_penalty_weight:
-            penalty, _ = r1_penalty(self.critic_of(step.labels), step.real)
-            loss = loss + self.r1_penalty_weight / 2 * penalty
-            logs["r1_penalty"] = penalty.detach()
-        return loss, logs
+        if isinstance(self.augment, AdaptiveAugment):
+            self.augment.accumulate(self._recorded(step.real_output, "AdaptiveAugment", "real"))
+        return self._add_regularizer_terms(loss, logs, step, "discriminator")
 
     def regularized_generator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
-        """:meth:`generator_loss` plus the auxiliary classifier's term on the fakes."""
+        """:meth:`generator_loss` plus the auxiliary classifier's term on the fakes and the regularizers'."""
         loss, logs = self.generator_loss(step)
         if self.conditioning == "auxiliary":
             loss = loss + self.auxiliary_class_loss(step, logs, discriminator=False)
+        return self._add_regularizer_terms(loss, logs, step, "generator")
+
+    def _add_regularizer_terms(
+        self, loss: Tensor, logs: dict[str, Tensor], step: TrainingStep, network: str
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        for regularizer in self.regularizers:
+            if not regularizer.due(network):
+                continue
+            term = getattr(regularizer, f"{network}_term")(self, step)
+            if term is not None:  # lazy regularization: every `interval` steps, weighted by `interval`
+                loss = loss + regularizer.interval * term[0]
+                logs.update(term[1])
         return loss, logs
+
+    @staticmethod
+    def _recorded(output: Optional[Tensor], who: str, kind: str) -> Tensor:
+        if output is None:
+            raise RuntimeError(f"{who} needs D's outputs on the {kind} images: a loss override must score them through GAN.discriminate")
+        return output
+
+    def after_update(self, network: str) -> None:
+        """The engine's bookkeeping after every ``discriminator`` / ``generator`` optimizer step: the regularizers
+        count it, and ADA moves ``p`` every ``interval`` D steps from D's confidence summed over the ranks."""
+        for regularizer in self.regularizers:
+            regularizer.step_done(network)
+        if network == "discriminator" and isinstance(self.augment, AdaptiveAugment):
+            reduce = None
+            if self._trainer is not None and self.trainer.world_size > 1:
+                reduce = partial(self.trainer.strategy.reduce, reduce_op="sum")
+            self.augment.after_discriminator_step(reduce)
 
     def critic_of(self, labels: Optional[Tensor]) -> Callable[[Tensor], Tensor]:
         """D's raw output as a function of the images alone, with ``labels`` fixed: what the input-gradient
@@ -616,6 +684,7 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
             self.untoggle_optimizer(d_opt)
         self._critic_steps += 1
         self.critic_steps_since_generator.add_(1)
+        self.after_update("discriminator")
 
         if self._critic_steps >= self.critic_steps_for(self._generator_step):
             self.toggle_optimizer(g_opt)
@@ -638,6 +707,7 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
             self.critic_steps_since_generator.zero_()
             self._generator_step += 1
             self.generator_steps.add_(1)
+            self.after_update("generator")
             if self.generator_ema is not None:
                 self.update_generator_ema()
             for scheduler in self._lr_scheduler_list():
@@ -649,6 +719,8 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         if self._logging_now():
             self.log("step", float(self._generator_step), on_step=True, on_epoch=False, batch_size=n)
             self.log_dict({f"train/{k}": v.detach() for k, v in logs.items()}, on_step=True, on_epoch=False, batch_size=n)
+            if isinstance(self.augment, AdaptiveAugment):
+                self.log_dict({"augment/p": self.augment.p, "augment/rt": self.augment.rt}, on_step=True, on_epoch=False, batch_size=n)
 
     def _budget_reached(self) -> bool:
         return self.max_generator_steps is not None and self._generator_step >= self.max_generator_steps
@@ -730,8 +802,11 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
                 f"The model's num_classes={self.num_classes} does not match the datamodule's num_classes={data_classes}; "
                 f"build the model with num_classes={data_classes} (the CLI links it when conditioning is set)."
             )
-        if self.r1_penalty_weight and self.trainer.state.fn == "fit":
-            check_penalty_precision(self.trainer, f"the R1 penalty (r1_penalty_weight={self.r1_penalty_weight})")
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            for regularizer in self.regularizers:
+                if regularizer.needs_input_gradients:
+                    option = self._regularizer_options.get(id(regularizer), repr(regularizer))
+                    check_penalty_precision(self.trainer, option)
         if self._trainer is None or self.trainer.state.fn != "fit":
             return []
         return [*console_callbacks(self.trainer), SaveOnSigterm()]
@@ -777,6 +852,10 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         match_generator_ema(self, checkpoint["state_dict"])
+        # a checkpoint from before the regularizers and augmentation had state: they start fresh
+        for key, value in self.state_dict().items():
+            if key.startswith(("regularizers.", "augment.")):
+                checkpoint["state_dict"].setdefault(key, value)
         self._ema_statistics_stale = True
         # Only rank 0 writes checkpoints, so only rank 0 continues its exact noise stream; other ranks re-derive
         # theirs from the seed, which keeps them distinct.

@@ -217,7 +217,7 @@ class Regularizer(nn.Module):
         self.register_buffer("discriminator_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
         self._steps = {"discriminator": 0, "generator": 0}  # host copies: no device read on the hot path
-        self.register_load_state_dict_post_hook(lambda module, keys: module._sync_host_copies())
+        self.register_load_state_dict_post_hook(_sync_host_copies_after_load)
 
     def _sync_host_copies(self) -> None:
         self._steps = {"discriminator": int(self.discriminator_steps), "generator": int(self.generator_steps)}
@@ -274,6 +274,10 @@ class Regularizer(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.init_args().items())
+
+
+def _sync_host_copies_after_load(module: Regularizer, incompatible_keys: Any) -> None:
+    module._sync_host_copies()  # a module-level function, so that models pickle (ddp_spawn)
 
 
 class R1(Regularizer):

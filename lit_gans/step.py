@@ -29,6 +29,8 @@ class TrainingStep:
         z: the latents the fakes were generated from.
         fake: ``G(z)``: detached in a discriminator update, carrying G's graph in a generator update.
         fake_labels: the labels the fakes were generated for (conditional models), else ``None``.
+        real_output, fake_output: D's raw outputs on the real and fake images, recorded by the D forwards of this
+            update (:meth:`~lit_gans.GAN.discriminate`) with their graph, for the regularizers and ADA.
         real_class_logits, fake_class_logits: the auxiliary classifier's logits on the real and fake images,
             recorded by the D forwards of this update (``auxiliary`` conditioning), else ``None``.
     """
@@ -38,6 +40,8 @@ class TrainingStep:
     z: Tensor
     fake: Tensor
     fake_labels: Optional[Tensor] = None
+    real_output: Optional[Tensor] = None
+    fake_output: Optional[Tensor] = None
     real_class_logits: Optional[Tensor] = None
     fake_class_logits: Optional[Tensor] = None
 

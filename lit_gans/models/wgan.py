@@ -10,7 +10,7 @@ from torch import Tensor
 
 from lit_gans.models.dcgan import DCGAN
 from lit_gans.objectives import WassersteinLoss
-from lit_gans.regularizers import check_penalty_precision, clip_weights_, gradient_penalty
+from lit_gans.regularizers import GradientPenalty, clip_weights_
 from lit_gans.step import TrainingStep
 from lit_gans.validation import check_float
 
@@ -20,7 +20,7 @@ class _WassersteinDCGAN(DCGAN):
 
     default_objective = WassersteinLoss
 
-    def wasserstein_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
+    def discriminator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
         loss, logs = self.adversarial_discriminator_loss(*self.discriminate(step))
         # E[D(x)] - E[D(G(z))]: the critic's estimate of the Wasserstein-1 distance (up to the Lipschitz constant)
         logs["wasserstein_estimate"] = -loss.detach()
@@ -64,9 +64,6 @@ class WGAN(_WassersteinDCGAN):
         self.paper_schedule = paper_schedule
         clip_weights_(self.discriminator, self.clip_value)  # the paper's critic starts inside the box too
 
-    def discriminator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.wasserstein_loss(step)
-
     def after_discriminator_step(self) -> None:
         clip_weights_(self.discriminator, self.clip_value)
 
@@ -83,8 +80,9 @@ class WGANGP(_WassersteinDCGAN):
     ``x_hat = e * x + (1 - e) * G(z)``, ``e ~ U[0, 1]`` per sample; ``lambda = 10``, ``n_critic = 5``, Adam lr 1e-4
     with betas ``(0, 0.9)`` (the paper; the references' ``(0.5, 0.9)`` with ``betas=(0.5, 0.9)``). The critic has
     no BatchNorm (``discriminator_norm="layer"`` by default, or ``"none"``, ``"instance"``): the penalty is per
-    sample. The penalty is built with ``autograd.grad(create_graph=True)`` inside the one critic backward, which
-    is what makes it correct under DDP. Logs ``train/gradient_penalty``, ``train/gradient_norm`` (mean
+    sample. The penalty is :class:`~lit_gans.regularizers.GradientPenalty` among the model's ``regularizers``; it
+    is built with ``autograd.grad(create_graph=True)`` inside the one critic backward, which is what makes it
+    correct under DDP. Logs ``train/gradient_penalty``, ``train/gradient_norm`` (mean
     ``||grad D(x_hat)||``) and ``train/wasserstein_estimate``. Float16 precision (``16-mixed``, ``16-true``) is
     refused when a fit starts: that input gradient is taken on the unscaled critic output and can underflow;
     ``bf16-mixed`` is supported.
@@ -123,26 +121,11 @@ class WGANGP(_WassersteinDCGAN):
             )
         super().__init__(image_shape=image_shape, discriminator_norm=discriminator_norm, n_critic=n_critic, **kwargs)
         self.gradient_penalty_weight = check_float("gradient_penalty_weight", gradient_penalty_weight, inclusive=True)
+        if gradient_penalty_weight:
+            option = f"WGAN-GP's gradient penalty (gradient_penalty_weight={gradient_penalty_weight})"
+            self.add_regularizer(GradientPenalty(gradient_penalty_weight), option)
         check_float("learning_rate", learning_rate)
         adam = (torch.optim.Adam, {"lr": learning_rate, "betas": tuple(betas)})
         self.default_generator_optimizer = self.default_discriminator_optimizer = adam
-
-    def configure_callbacks(self) -> list:
-        # the engine's earliest hook of a fit: refuse float16 before any data is prepared (sampling is fine)
-        if self.trainer.state.fn == "fit":
-            check_penalty_precision(self.trainer, self._penalty_option())
-        return super().configure_callbacks()
-
-    def _penalty_option(self) -> str:
-        return f"WGAN-GP's gradient penalty (gradient_penalty_weight={self.gradient_penalty_weight})"
-
-    def discriminator_loss(self, step: TrainingStep) -> tuple[Tensor, dict[str, Tensor]]:
-        loss, logs = self.wasserstein_loss(step)
-        penalty, norms = gradient_penalty(  # the interpolates are scored with the real images' labels (StudioGAN's)
-            self.critic_of(step.labels), step.real, step.fake, generator=self._noise_generator(), option=self._penalty_option()
-        )
-        logs.update(gradient_penalty=penalty.detach(), gradient_norm=norms.mean(), gradient_norm_std=norms.std(correction=0))
-        return loss + self.gradient_penalty_weight * penalty, logs
-
 
 __all__ = ["WGAN", "WGANGP"]

@@ -244,7 +244,7 @@ def test_wgan_gp_penalizes_the_conditional_critic_with_the_real_labels():
     real, fake = torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8)
     labels, fake_labels = torch.tensor([0, 1, 2, 3]), torch.tensor([3, 2, 1, 0])
     model._noise_rng = torch.Generator().manual_seed(0)
-    model.discriminator_loss(TrainingStep(real, labels, torch.zeros(4, 4), fake, fake_labels))
+    model.regularized_discriminator_loss(TrainingStep(real, labels, torch.zeros(4, 4), fake, fake_labels))
     # one joint forward (LayerNorm critic) of real + fake with their labels, then the interpolates with the real ones
     assert [c.tolist() for c in calls] == [[0, 1, 2, 3, 3, 2, 1, 0], [0, 1, 2, 3]]
     fit(model)

@@ -68,7 +68,7 @@ def test_wgan_gp_loss_adds_the_weighted_penalty_and_logs_it():
     m = WGANGP(**TINY)
     real, fake = torch.randn(6, 1, 8, 8), torch.randn(6, 1, 8, 8)
     m._noise_rng = torch.Generator().manual_seed(5)
-    loss, logs = m.discriminator_loss(TrainingStep(real, None, None, fake))
+    loss, logs = m.regularized_discriminator_loss(TrainingStep(real, None, None, fake))  # the penalty is a regularizer
     adversarial = m.discriminator(fake).mean() - m.discriminator(real).mean()
     assert loss.item() == pytest.approx((adversarial + 10 * logs["gradient_penalty"]).item(), rel=1e-5)
     assert logs["gradient_penalty"] > 0 and logs["gradient_norm"] > 0

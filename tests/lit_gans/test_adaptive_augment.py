@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from lit_gans.ada import COLOR_OPS, DEFAULT_OPS, GEOMETRIC_OPS, AdaptiveAugment
+from lit_gans.augment import COLOR_OPS, DEFAULT_OPS, GEOMETRIC_OPS, AdaptiveAugment
 
 
 def images(channels=3, n=8, size=16, seed=0):
