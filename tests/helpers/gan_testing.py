@@ -72,6 +72,10 @@ class RankSyncCheck(Callback):
             assert torch.equal(gathered[0], gathered[1]), f"{name} weights differ across ranks"
             assert not torch.equal(flat, self.initial[name]), f"{name} did not train"
         assert pl_module.generator_step == pl_module.max_generator_steps
+        for part in (pl_module.regularizers, pl_module.augment):  # their state (ADA's p, LeCam's averages)
+            for name, buffer in (part.named_buffers() if part is not None else ()):
+                gathered = pl_module.all_gather(buffer.detach().double().flatten())
+                assert torch.equal(gathered[0], gathered[1]), f"{name} of {type(part).__name__} differs across ranks"
         z = pl_module.all_gather(pl_module.sample_latent(4))
         assert not torch.equal(z[0], z[1]), "ranks drew the same latent noise"
         if pl_module.num_classes:  # each rank orders its batch's labels for the fakes with its own noise
@@ -116,6 +120,30 @@ class SaveAt(Callback):
             trainer.should_stop = True
 
 
+class ConstantCritic(torch.nn.Module):
+    """A discriminator rigged to score every image ``score``: ``score > 0`` is a D that has overfitted, sure every
+    real image is real (ADA's r_t = 1); ``score < 0`` one that is not. Its weight gets zero gradients."""
+
+    def __init__(self, score: float) -> None:
+        super().__init__()
+        self.score = score
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.score + 0 * self.weight * images.flatten(1).mean(1)
+
+
+class AugmentProbability(Callback):
+    """Inside each DDP worker at the end of training: writes ADA's p and r_t of this rank to a file."""
+
+    def __init__(self, marker_dir: str) -> None:
+        self.marker_dir = marker_dir
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        with open(os.path.join(self.marker_dir, f"rank{trainer.global_rank}.p"), "w") as f:
+            f.write(f"{pl_module.augment.p.item()!r} {pl_module.augment.rt.item()!r}")
+
+
 class ProjectionFeatures(torch.nn.Module):
     """A fixed random projection of the pixels to 16 features: a cheap, deterministic FID extractor."""
 
@@ -133,7 +161,7 @@ def _flat(module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in module.parameters()]).clone()
 
 
-__all__ = ["ProjectionFeatures", "RandomImages", "RankSyncCheck", "SaveAt", "ShardCheck", "TensorDataset", "tiny_trainer_kwargs"]
+__all__ = ["AugmentProbability", "ConstantCritic", "ProjectionFeatures", "RandomImages", "RankSyncCheck", "SaveAt", "ShardCheck", "TensorDataset", "tiny_trainer_kwargs"]
 
 
 class NaNAfter(DCGAN):

@@ -7,7 +7,9 @@ from gan_testing import RandomImages, RankSyncCheck, tiny_trainer_kwargs
 from lightning.pytorch import Trainer
 
 from lit_gans import DCGAN, DCGANSELU, LSGAN, WGAN, WGANGP, InfoGAN, VanillaGAN
-from lit_gans.objectives import RaLSGANLoss, RaSGANLoss
+from lit_gans.augment import AdaptiveAugment
+from lit_gans.objectives import RaLSGANLoss, RaSGANLoss, RSGANLoss
+from lit_gans.regularizers import R1, R2, LeCam
 
 CONV = dict(image_shape=(1, 8, 8), generator_width=4, discriminator_width=4, max_generator_steps=2)
 VARIANTS = {
@@ -26,6 +28,15 @@ VARIANTS = {
     "wgan_gp_spectral_norm": lambda: WGANGP(latent_dim=8, discriminator_spectral_norm=True, **CONV),
     "dcgan_diff_augment": lambda: DCGAN(latent_dim=8, diff_augment="color,translation,cutout", **CONV),
     "dcgan_r1_penalty": lambda: DCGAN(latent_dim=8, discriminator_norm="none", r1_penalty_weight=10.0, **CONV),
+    # stateful parts: ADA's p from r_t summed over the ranks, LeCam's averages from means over them, a lazy R1
+    "dcgan_ada_lecam_lazy_r1": lambda: DCGAN(
+        latent_dim=8, discriminator_norm="none", augment=AdaptiveAugment(interval=1, speed_images=100),
+        regularizers=[LeCam(0.3), R1(1.0, interval=2)], **CONV,
+    ),
+    "r3gan_rsgan_r1_r2": lambda: DCGAN(
+        latent_dim=8, architecture="r3gan", objective=RSGANLoss(), regularizers=[R1(0.1), R2(0.1)],
+        image_shape=(1, 8, 8), generator_width=16, discriminator_width=16, max_generator_steps=3,
+    ),
     # the G update also runs D on the real batch
     "dcgan_rasgan": lambda: DCGAN(latent_dim=8, objective=RaSGANLoss(), n_critic=2, **CONV),
     "dcgan_ralsgan_reused_fake": lambda: DCGAN(latent_dim=8, objective=RaLSGANLoss(), reuse_fake_for_generator=True, **CONV),
