@@ -33,7 +33,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities.seed import isolate_rng
 
 from lit_gans.callbacks.base import MetricCallback
-from lit_gans.cli import CLI_OPTIONS, GANCLI
+from lit_gans.fit_cli import CLI_OPTIONS, GANCLI
 from lit_gans.datamodules import ImageDataModule
 from lit_gans.files import atomic_write_bytes, check_writable
 from lit_gans.gan import GAN
@@ -61,7 +61,7 @@ def is_metric_callback(callback: Any) -> bool:
 
 
 class EvaluationCLI(GANCLI):
-    """:class:`~lit_gans.cli.GANCLI` (the same parsing, links and validation as ``lit-gans fit``) whose trainer
+    """:class:`~lit_gans.fit_cli.GANCLI` (the same parsing, links and validation as ``lit-gans fit``) whose trainer
     keeps only the metric callbacks, built with ``overrides`` (flag -> value, mapped to each class's constructor
     arguments by its ``evaluation_settings``)."""
 

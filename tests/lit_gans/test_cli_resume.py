@@ -224,6 +224,29 @@ def test_a_config_that_names_an_objective_resumes_with_it(tmp_path, monkeypatch,
     assert isinstance(other.model.objective, NonSaturatingLoss) and other.model.generator_step == 6
 
 
+def test_a_run_with_regularizers_and_ada_resumes_with_them_and_their_state(tmp_path, monkeypatch, mnist_dir):
+    from lit_gans.augment import AdaptiveAugment
+    from lit_gans.regularizers import LeCam
+
+    small = ["--model.init_args.generator_width=8", "--model.init_args.discriminator_width=8"]
+    parts = tmp_path / "parts.yaml"
+    parts.write_text(
+        "model:\n  init_args:\n    regularizers:\n      - class_path: lit_gans.regularizers.LeCam\n"
+        "        init_args: {weight: 0.3}\n    augment:\n      class_path: lit_gans.augment.AdaptiveAugment\n"
+        "      init_args: {interval: 1, speed_images: 500}\n"
+    )
+    first = cli(tmp_path, monkeypatch, mnist_dir, "--config", str(parts), "--model.init_args.max_generator_steps=4", *small)
+    p, averages = first.model.augment.p.clone(), first.model.regularizers[0].biased_real.clone()
+    assert p > 0 or first.model.augment.rt != 0
+    # resumed with the plain DCGAN config, which names neither: the checkpoint's parts continue, with their state
+    resumed = cli(tmp_path, monkeypatch, mnist_dir, f"--ckpt_path={checkpoint_folder(tmp_path)}",
+                  "--model.init_args.max_generator_steps=4", *small)  # fmt: skip
+    model = resumed.model
+    assert isinstance(model.augment, AdaptiveAugment) and model.augment.speed_images == 500
+    assert isinstance(model.regularizers[0], LeCam) and model.regularizers[0].weight == 0.3
+    assert torch.equal(model.augment.p, p) and torch.equal(model.regularizers[0].biased_real, averages)
+
+
 def test_a_planted_checkpoint_beside_a_good_one_is_refused_and_never_run(checkpoints, tmp_path, monkeypatch, mnist_dir):
     marker = tmp_path / "marker"
     planted = plant(checkpoints / "planted.ckpt", marker)

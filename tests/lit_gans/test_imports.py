@@ -22,3 +22,9 @@ def test_the_losses_and_networks_load_without_the_engine():
 def test_the_top_level_names_still_import():
     loaded = loaded_after("from lit_gans import *\nimport lit_gans\nassert lit_gans.DCGAN.__name__ == 'DCGAN'")
     assert {"lit_gans.gan", "lit_gans.models", "lit_gans.generate"} <= loaded
+
+
+def test_the_commands_import_without_a_cycle():
+    # evaluate parses fit configs with the fit parser; the command line imports both, never the other way round
+    assert "lit_gans.cli" not in loaded_after("import lit_gans.evaluate")
+    assert "lit_gans.cli" not in loaded_after("import lit_gans.fit_cli")

@@ -1,0 +1,334 @@
+"""The ``fit`` command's parser: :class:`GANCLI`, LightningCLI over every GAN and DataModule of the package, and
+what a resumed fit takes from its checkpoint (the model's arguments, the W&B run). :mod:`lit_gans.cli` runs it;
+:mod:`lit_gans.evaluate` parses a fit config with it.
+
+Example::
+
+    from lit_gans.fit_cli import GANCLI
+    cli = GANCLI(run=False, args=["--config", "configs/dcgan_mnist.yaml"])
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lit_gans.checkpoints import load_checkpoint_file, resolve_checkpoint
+from lit_gans.gan import preemption_checkpoint_path
+from lit_gans.generate import import_class
+from lit_gans.loggers import wandb_run_in_checkpoint
+from lit_gans.preemption import PREEMPTED_EXIT_STATUS
+
+CHECKPOINT_ALIASES = ("last", "best", "hpc", "registry")
+#: the model arguments that a resumed fit may change on the command line without changing how G and D train: the
+#: budget, the sample grid's size, the divergence guard, speed settings, the weight average kept beside G. Any
+#: other change continues the run as another one: refused where it would write into the checkpoint's run, unless
+#: --allow_resume_changes=true asks for it
+RESUME_SETTINGS = frozenset({
+    "max_generator_steps", "num_sample_images", "check_finite", "max_nonfinite_steps", "on_nonfinite",
+    "rollback_lr_factor", "max_rollbacks", "compile", "channels_last", "joint_discriminator_forward",
+    "generator_ema_decay", "generator_ema_start",
+})  # fmt: skip
+#: how every lit-gans LightningCLI parses: any GAN and DataModule class, one optimizer argument per network
+CLI_OPTIONS = dict(subclass_mode_model=True, subclass_mode_data=True, auto_configure_optimizers=False)
+
+
+class GANCLI(LightningCLI):
+    """LightningCLI in subclass mode: ``model`` is any :class:`~lit_gans.GAN`, ``data`` any package DataModule.
+
+    Each network has its own optimizer argument (``model.init_args.generator_optimizer`` and
+    ``discriminator_optimizer``, as ``OptimizerCallable``); the data's ``image_shape`` is linked into the model.
+    So is the data's ``num_classes`` for a model that names a ``conditioning`` (a labelled datamodule feeds
+    unconditional models too, so a class count alone does not make a model conditional); an explicit
+    ``num_classes`` must then agree with the data's.
+    """
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # validate/test/predict are lit-gans commands of their own (see COMMANDS, ALIASES): a GAN has no
+        # validation loss, and Lightning's help for them would describe what they do not do
+        return {"fit": LightningCLI.subcommands()["fit"]}
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_argument(
+            "--allow_resume_changes", type=bool, default=False,
+            help="with --ckpt_path: let command-line model arguments change how the resumed run trains (anything "
+            "but the budget, the divergence guard, speed settings and the weight average) and still write into the "
+            "checkpoint's run folder; without it such a resume must name another run (--trainer.logger.init_args.version)",
+        )  # fmt: skip
+        parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
+        parser.link_arguments(
+            "data.num_classes", "model.init_args.num_classes", compute_fn=self._num_classes_from_data, apply_on="instantiate"
+        )
+
+    def _num_classes_from_data(self, data_classes: Optional[int]) -> int:
+        requested, conditioning = self._requested_num_classes, self._requested_conditioning
+        if conditioning is None:
+            return requested or 0
+        if not data_classes:
+            raise ValueError(
+                f"model.init_args.conditioning={conditioning!r} needs labelled data, and the datamodule has no classes "
+                "(an image folder needs labels=True and one subfolder per class)"
+            )
+        if requested and requested != data_classes and self._resumed_checkpoint is not None:
+            raise ValueError(
+                f"--ckpt_path={self._resumed_checkpoint} holds a model of num_classes={requested}, and the data gives "
+                f"num_classes={data_classes}: resume with the run's data, or start a new run"
+            )
+        if requested and requested != data_classes:
+            raise ValueError(
+                f"model.init_args.num_classes={requested} conflicts with the data's num_classes={data_classes}; leave "
+                "num_classes out (the data's is taken)"
+            )
+        return data_classes
+
+    #: the checkpoint file a fit resumes from (``--ckpt_path`` resolved), once parsed
+    _resumed_checkpoint: Optional[str] = None
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        self._command_line = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """``--ckpt_path``: a checkpoint file or a folder (its newest valid checkpoint; a corrupt file falls back
+        to the newest valid one beside it), resolved before anything is built. The model's arguments come from
+        the command line, then the checkpoint, then the config files: the checkpoint's hyperparameters replace
+        the config's (the run continues as it was trained), except those given on the command line; each
+        difference is reported. Lightning's own version applied the checkpoint over the command line, silently."""
+        if not self.config.get("subcommand"):
+            return
+        config = self.config[self.config.subcommand]
+        path = config.get("ckpt_path")
+        if not path:
+            return
+        if config.get("weights_only") is False:
+            raise ValueError(
+                "--weights_only=false: lit-gans resumes only with weights_only=True (an unrestricted load can run "
+                "code that a checkpoint file names; lit-gans checkpoints need none)"
+            )
+        config["weights_only"] = True  # Lightning's own load of the resumed checkpoint: explicit, and restricted
+        if path in CHECKPOINT_ALIASES:
+            return
+        if not Path(path).exists():
+            raise FileNotFoundError(f"--ckpt_path={path}: no such checkpoint file or folder")
+        config["ckpt_path"] = self._resumed_checkpoint = str(resolve_checkpoint(path))
+        changes = apply_checkpoint_hyperparameters(config.model, config["ckpt_path"], command_line_model_keys(self._command_line))
+        if changes and not config.get("allow_resume_changes") and writes_into_checkpoint_run(config.trainer.logger, config["ckpt_path"]):
+            raise ValueError(
+                f"--ckpt_path={config['ckpt_path']}: the command line changes how the run trains ({'; '.join(changes)}), "
+                "and the fit would write into that run's folder: continue as a new run with "
+                "--trainer.logger.init_args.version=<new id>, or pass --allow_resume_changes=true to change the old one"
+            )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        # the data's shape is linked into the model at instantiation, over whatever the command line said
+        explicit = "image_shape" in command_line_model_keys(self._command_line) and "model" in config
+        self._requested_image_shape = config.model.init_args.get("image_shape") if explicit else None
+        self._requested_num_classes = config.model.init_args.get("num_classes")
+        self._requested_conditioning = config.model.init_args.get("conditioning")
+        if self.subcommand == "fit" and config.get("ckpt_path") not in (None, *CHECKPOINT_ALIASES):
+            continue_wandb_run(config.trainer.logger, config["ckpt_path"])
+        if config.get("config") and "trainer" in config:
+            name_wandb_run(config.trainer.logger, Path(str(config.config[0])).stem)
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        requested, linked = self._requested_image_shape, getattr(self.datamodule, "image_shape", None)
+        if requested is not None and linked is not None and tuple(requested) != tuple(linked):
+            raise ValueError(
+                f"model.init_args.image_shape={tuple(requested)} conflicts with the data's image_shape="
+                f"{tuple(linked)}, which the model takes: set the data's image_size/channels instead"
+            )
+        path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+        if path and path not in CHECKPOINT_ALIASES and linked is not None:  # its networks are built for its shape
+            stored = (load_checkpoint_file(path, mmap=True).get("hyper_parameters") or {}).get("image_shape")
+            if stored is not None and tuple(stored) != tuple(linked):
+                raise ValueError(
+                    f"--ckpt_path={path} holds a model of image_shape={tuple(stored)}, and the data gives image_shape="
+                    f"{tuple(linked)}: resume with the run's data settings (image_size, channels), or start a new run"
+                )
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except SIGTERMException:
+            model = self.model
+            if self.trainer.is_global_zero:  # every rank stops; one line says so
+                print(
+                    f"lit-gans: stopped by SIGTERM at generator step {model.generator_step} of "
+                    f"max_generator_steps={model.max_generator_steps}; resume with --ckpt_path "
+                    f"{Path(preemption_checkpoint_path(self.trainer)).parent} (exit status {PREEMPTED_EXIT_STATUS})",
+                    file=sys.stderr,
+                )
+            raise SystemExit(PREEMPTED_EXIT_STATUS) from None
+
+
+def command_line_model_keys(command_line: list[str]) -> set[str]:
+    """The model arguments given on the command line: ``--model.init_args.NAME[.more]=...`` (or ``--model.NAME``)
+    names ``NAME``."""
+    keys = set()
+    for token in command_line:
+        for prefix in ("--model.init_args.", "--model."):
+            if token.startswith(prefix):
+                keys.add(token[len(prefix):].split("=", 1)[0].split(".", 1)[0])
+                break
+    return keys
+
+
+def apply_checkpoint_hyperparameters(model_config: Namespace, checkpoint_path: str, command_line_keys: set[str]) -> list[str]:
+    """Put the checkpoint's model hyperparameters into ``model_config`` (``class_path`` + ``init_args``), except the
+    keys in ``command_line_keys``; report each value that changes, and refuse another model class. A value the
+    checkpoint does not store (an argument the class took later, or the default ``objective``) is the class's
+    default, which the checkpoint's training used. ``num_classes`` and ``image_shape`` come from the data (linked
+    at instantiation, where they are checked against the checkpoint's).
+
+    Returns:
+        The command line's changes of how the run trains, one ``key=new (the checkpoint's: old)`` each: every
+        argument but the :data:`RESUME_SETTINGS`.
+    """
+    stored = dict(load_checkpoint_file(checkpoint_path, mmap=True).get("hyper_parameters") or {})
+    class_path = stored.pop("_class_path", None)
+    stored.pop("_instantiator", None)
+    cls = import_class(model_config.class_path)
+    if class_path is not None and import_class(class_path) is not cls:
+        raise ValueError(
+            f"--ckpt_path={checkpoint_path} holds a {class_path}, but the config's model is {model_config.class_path}"
+        )
+    # networks, optimizers: objects; the objective, regularizers and augmentation are stored as their configs
+    not_stored = set(getattr(cls, "_hparams_ignore", ())) - {"objective", "regularizers", "augment"}
+    defaults = {k: v for k, v in _init_defaults(cls).items() if k not in not_stored}
+    if getattr(cls, "objective_is_argument", False):  # objective=None trains the class's default objective
+        defaults["objective"] = cls.default_objective().to_config()
+    init_args = model_config.init_args
+    changes = []
+    for key in list(vars(init_args)):
+        if key not in stored and key not in defaults or key == "image_shape":
+            continue
+        current, saved = init_args[key], stored.get(key, defaults.get(key))
+        if _plain(_or_default(key, current, defaults)) == _plain(_or_default(key, saved, defaults)):
+            continue
+        if key in command_line_keys:
+            rank_zero_info(
+                f"lit_gans: --model.init_args.{key}={_describe(current)} overrides the checkpoint's "
+                f"{_describe(_or_default(key, saved, defaults))}"
+            )
+            if key not in RESUME_SETTINGS:
+                changes.append(f"{key}={_describe(current)} (the checkpoint's: {_describe(_or_default(key, saved, defaults))})")
+        elif key == "num_classes" and not current:  # unset: the data's, checked against the checkpoint's then
+            init_args[key] = saved
+        else:
+            init_args[key] = _namespace(saved)
+            rank_zero_info(
+                f"lit_gans: {key}={_describe(_or_default(key, saved, defaults))} from the checkpoint (the config says "
+                f"{_describe(_or_default(key, current, defaults))}; pass --model.init_args.{key}=... to change it)"
+            )
+    return changes
+
+
+def _init_defaults(cls: type) -> dict[str, Any]:
+    """The default of every constructor argument of ``cls``, its base classes' too (a subclass passes ``**kwargs``
+    on)."""
+    defaults: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        for name, parameter in inspect.signature(klass.__init__).parameters.items():
+            if parameter.default is not inspect.Parameter.empty:
+                defaults.setdefault(name, parameter.default)
+    return defaults
+
+
+def _or_default(key: str, value: Any, defaults: dict[str, Any]) -> Any:
+    """The objective that ``objective=None`` means (the class's default); any other value as it is."""
+    return defaults["objective"] if key == "objective" and value is None and "objective" in defaults else value
+
+
+def _describe(value: Any) -> str:
+    """A model argument for a message: an objective by its class (and arguments), any other value by ``repr``."""
+    value = _plain(value)
+    if isinstance(value, dict) and "class_path" in value:
+        arguments = ", ".join(f"{k}={v!r}" for k, v in (value.get("init_args") or {}).items())
+        return f"{value['class_path']}({arguments})"
+    return repr(value)
+
+
+def _namespace(value: Any) -> Any:
+    """A stored ``{"class_path": ..., "init_args": {...}}`` (an objective, a regularizer, an augmentation), or a list
+    of them, as the namespace jsonargparse builds."""
+    if isinstance(value, list):
+        return [_namespace(v) for v in value]
+    if isinstance(value, dict) and "class_path" in value:
+        return Namespace(class_path=value["class_path"], init_args=Namespace(**(value.get("init_args") or {})))
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists and namespaces as dictionaries, so that a yaml value equals what a checkpoint
+    stored."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        defaults = {"init_args": {}} if "class_path" in value else {}  # a class without arguments
+        return {k: _plain(v) for k, v in {**defaults, **value}.items()}
+    return value
+
+
+def writes_into_checkpoint_run(logger_config: Any, checkpoint_path: str) -> bool:
+    """Whether a fit resumed from ``checkpoint_path`` with this logger config would write into the checkpoint's own
+    run (its W&B run and checkpoint folder): unless a W&B logger names another run or project. Without a W&B run
+    to tell by, it is assumed to."""
+    run = wandb_run_in_checkpoint(checkpoint_path)
+    for entry in logger_config if isinstance(logger_config, list) else [logger_config]:
+        if run is None or not isinstance(entry, Namespace) or not issubclass(import_class(entry.class_path), LightningWandbLogger):
+            continue
+        init_args = entry.get("init_args") or Namespace()
+        named = init_args.get("version") or init_args.get("id")
+        project = init_args.get("project") or os.environ.get("WANDB_PROJECT")
+        if (named and named != run["id"]) or (project and project != run["project"]):
+            return False
+    return True
+
+
+def continue_wandb_run(logger_config: Any, checkpoint_path: str) -> None:
+    """Point the configured W&B logger at the run the checkpoint's training logged to, so that a resumed fit
+    continues one run (curves, and checkpoints in the same ``<project>/<run id>`` folder) instead of starting a new
+    one. Only when the config names no run (``version``/``id`` unset) and the same project."""
+    run = wandb_run_in_checkpoint(checkpoint_path)
+    if run is None:
+        return
+    for entry in logger_config if isinstance(logger_config, list) else [logger_config]:
+        if not isinstance(entry, Namespace) or not issubclass(import_class(entry.class_path), LightningWandbLogger):
+            continue
+        init_args = entry.get("init_args") or Namespace()
+        project = init_args.get("project") or os.environ.get("WANDB_PROJECT")
+        if init_args.get("version") or init_args.get("id") or (project and project != run["project"]):
+            return
+        init_args["version"] = run["id"]
+        if "resume" in init_args and init_args["resume"] is None:  # Lightning's "allow" unless the config says otherwise
+            init_args["resume"] = "allow"
+        entry["init_args"] = init_args
+        rank_zero_info(f"lit_gans: continuing W&B run {run['id']} of project {run['project']}")
+        return
+
+
+def name_wandb_run(logger_config: Any, name: str) -> None:
+    """Name an unnamed W&B run after the run's config file (the first ``--config``: ``dcgan_mnist``), so that the
+    shared trainer files need no per-run name."""
+    for entry in logger_config if isinstance(logger_config, list) else [logger_config]:
+        if isinstance(entry, Namespace) and issubclass(import_class(entry.class_path), LightningWandbLogger):
+            init_args = entry.get("init_args") or Namespace()
+            if not init_args.get("name"):
+                init_args["name"] = name
+                entry["init_args"] = init_args
