@@ -144,7 +144,8 @@ class Augment(nn.Module):
     it on D's input while D is in training mode): :class:`DiffAugment` or :class:`AdaptiveAugment`. A model stores
     it in its checkpoint as :meth:`to_config`'s plain dictionary, and its state as buffers."""
 
-    def forward(self, images: Tensor) -> Tensor:
+    def forward(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """``images`` augmented, the random numbers drawn from ``generator`` (``None``: the global RNG)."""
         raise NotImplementedError
 
     def to_config(self) -> dict[str, Any]:
@@ -188,21 +189,24 @@ class DiffAugment(Augment):
     def init_args(self) -> dict[str, Any]:
         return {"policy": self.policy}
 
-    def forward(self, images: Tensor) -> Tensor:
-        return _apply(images, self.operations)
+    def forward(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        return _apply(images, self.operations, generator)
 
 
 class AugmentHook:
-    """The forward pre-hook that puts D's training inputs through an :class:`Augment` (a picklable object, so a
-    model that carries it still works with ``ddp_spawn``)."""
+    """The forward pre-hook that puts D's training inputs through an :class:`Augment`, drawing its random numbers
+    from ``random_numbers()`` (the model's per-rank noise generator, which checkpoints keep: a resumed run augments
+    exactly as an uninterrupted one, and each DDP rank differently). A picklable object, so that a model that
+    carries it still works with ``ddp_spawn``."""
 
-    def __init__(self, augment: Augment) -> None:
-        self.augment = augment
+    def __init__(self, augment: Augment, random_numbers: Optional[Any] = None) -> None:
+        self.augment, self.random_numbers = augment, random_numbers
 
     def __call__(self, module: nn.Module, args: tuple) -> Optional[tuple]:
         if not module.training:
             return None
-        return (self.augment(args[0]), *args[1:])
+        generator = self.random_numbers() if self.random_numbers is not None else None
+        return (self.augment(args[0], generator=generator), *args[1:])
 
 
 # ---------------------------------------------------------------------------------------------- ADA

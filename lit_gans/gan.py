@@ -282,7 +282,7 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         if augment is not None:
             self.hparams["augment"] = self.augment.to_config()
         if self.augment is not None:
-            self.discriminator.register_forward_pre_hook(AugmentHook(self.augment))
+            self.discriminator.register_forward_pre_hook(AugmentHook(self.augment, self._noise_generator))
         self.objective = Objective.from_config(objective) if objective is not None else self.default_objective()
         config = self.objective.to_config() if objective is not None and self.objective_is_argument else None
         if config is not None:

@@ -125,8 +125,9 @@ class InfoGAN(DCGAN):
                 "InfoGAN with num_classes/conditioning: InfoGAN learns its categorical code without labels; use "
                 "categorical_dim for it, or DCGAN(num_classes=..., conditioning=...) for a class-conditional GAN"
             )
-        if kwargs.get("diff_augment"):  # Q reads D's trunk directly, past the augmentation hook
-            raise ValueError("diff_augment is not supported for InfoGAN: its Q head would see un-augmented images")
+        for option in ("diff_augment", "augment"):  # Q reads D's trunk directly, past the augmentation hook
+            if kwargs.get(option):
+                raise ValueError(f"{option} is not supported for InfoGAN: its Q head would see un-augmented images")
         # Set before the engine's __init__, which draws the fixed sample noise through sample_latent.
         self.noise_dim, self.categorical_dim, self.continuous_dim = noise_dim, categorical_dim, continuous_dim
         self.q_hidden_dim = check_int("q_hidden_dim", q_hidden_dim)

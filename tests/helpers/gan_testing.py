@@ -36,6 +36,12 @@ class RandomImages(ImageDataModule):
         return DataLoader(self.train_set, batch_size=self.batch_size, drop_last=True)
 
 
+class ResumableRandomImages(RandomImages):
+    """:class:`RandomImages` through the package's own loader (seeded shuffling that resumes mid-epoch)."""
+
+    train_dataloader = ImageDataModule.train_dataloader
+
+
 def tiny_trainer_kwargs(**overrides):
     kwargs = dict(
         max_epochs=-1,
@@ -161,7 +167,7 @@ def _flat(module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in module.parameters()]).clone()
 
 
-__all__ = ["AugmentProbability", "ConstantCritic", "ProjectionFeatures", "RandomImages", "RankSyncCheck", "SaveAt", "ShardCheck", "TensorDataset", "tiny_trainer_kwargs"]
+__all__ = ["AugmentProbability", "ConstantCritic", "ProjectionFeatures", "RandomImages", "ResumableRandomImages", "RankSyncCheck", "SaveAt", "ShardCheck", "TensorDataset", "tiny_trainer_kwargs"]
 
 
 class NaNAfter(DCGAN):

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from gan_testing import TINY, AugmentProbability, ConstantCritic, RandomImages, tiny_trainer_kwargs
+from gan_testing import (
+    TINY,
+    AugmentProbability,
+    ConstantCritic,
+    RandomImages,
+    ResumableRandomImages,
+    SaveAt,
+    tiny_trainer_kwargs,
+)
 from lightning.pytorch import Trainer, seed_everything
 
 from lit_gans import DCGAN, GAN, WGANGP
@@ -166,3 +174,27 @@ def test_parts_that_need_input_gradients_are_refused_with_batchnorm_and_compile(
         DCGAN(regularizers=[R1(1.0)], compile=True, **NO_BN)
     with pytest.raises(ValueError, match="diff_augment and augment both set"):
         DCGAN(diff_augment="color", augment=DiffAugment("cutout"), **TINY)
+
+
+def test_a_run_with_ada_lecam_and_lazy_r1_resumes_mid_epoch_bitwise(tmp_path):
+    def build():
+        return DCGAN(
+            augment=AdaptiveAugment(p=0.5, interval=2, speed_images=100), regularizers=[LeCam(0.3), R1(1.0, interval=3)],
+            max_generator_steps=12, **NO_BN,
+        )  # fmt: skip
+
+    def data():
+        return ResumableRandomImages(n=40, image_shape=(1, 8, 8), batch_size=4)  # 10 batches an epoch
+
+    seed_everything(0)
+    straight = build()
+    Trainer(**tiny_trainer_kwargs()).fit(straight, data())
+    seed_everything(0)
+    first, ckpt = build(), tmp_path / "mid.ckpt"
+    Trainer(callbacks=[SaveAt(ckpt, 4)], **tiny_trainer_kwargs()).fit(first, data())  # interrupted in epoch 0
+    seed_everything(123)  # another global RNG: the augmentation draws from the checkpointed noise stream
+    resumed = build()
+    Trainer(**tiny_trainer_kwargs()).fit(resumed, data(), ckpt_path=ckpt)
+    assert straight.augment.p.item() != 0.5  # p moved
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name  # weights, ADA's p and counters, LeCam's averages, R1's step count
