@@ -84,10 +84,16 @@ class R3GANBlock(nn.Module):
         return x + self.project(self.act2(self.spatial(self.act1(self.expand(x)))))
 
 
+_DOWNSAMPLE_TAPS = (1 / 8, 3 / 8, 3 / 8, 1 / 8)
+
+
 def _antialiased_downsample(x: Tensor) -> Tensor:
-    """2x down-sampling with the separable ``[1, 3, 3, 1] / 8`` filter (bilinear's, widened for the factor 2:
-    R3GAN's interpolative down-sampler)."""
-    return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
+    """2x down-sampling with the separable ``[1, 3, 3, 1] / 8`` filter (bilinear's, widened for the factor 2) and
+    zero padding: R3GAN's interpolative down-sampler (upfirdn2d's ``downsample2d``). A depthwise convolution, so
+    that it runs in every dtype (torch's antialiased interpolation has no bfloat16 kernel on CPUs)."""
+    taps = torch.tensor(_DOWNSAMPLE_TAPS, dtype=x.dtype, device=x.device)
+    kernel = torch.outer(taps, taps).expand(x.shape[1], 1, 4, 4)
+    return F.conv2d(x, kernel, stride=2, padding=1, groups=x.shape[1])
 
 
 class R3GANGenerator(nn.Module):

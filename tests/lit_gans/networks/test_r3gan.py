@@ -47,6 +47,17 @@ def test_downsampling_is_the_bilinear_four_tap_filter():
     # output j averages inputs 2j-1 .. 2j+2 with weights (1, 3, 3, 1) / 8 per axis: the impulse at (3, 3) reaches outputs 1 and 2 with weights 3/8 and 1/8 per axis
     assert y[0, 0, 1, 1].item() == pytest.approx((3 / 8) ** 2) and y[0, 0, 2, 2].item() == pytest.approx((1 / 8) ** 2)
     assert y[0, 0, 1, 2].item() == pytest.approx(3 / 64) and y[0, 0, 0, 0].item() == 0
+    ramp = torch.arange(8.0).expand(1, 1, 8, 8)  # away from the zero padding, a linear ramp stays linear
+    assert torch.allclose(_antialiased_downsample(ramp)[0, 0, 1, 1:3], torch.tensor([2.5, 4.5]))
+
+
+def test_the_networks_train_under_bf16_autocast():
+    g = R3GANGenerator(8, (1, 28, 28), width=16, blocks_per_stage=1)
+    d = R3GANDiscriminator((1, 28, 28), width=16, blocks_per_stage=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = d(g(torch.randn(2, 8)))
+    out.float().sum().backward()
+    assert out.dtype == torch.bfloat16 and all(p.grad is not None for p in g.parameters())
 
 
 def test_projection_conditioning_in_both_networks():
