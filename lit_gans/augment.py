@@ -414,7 +414,18 @@ class AdaptiveAugment(Augment):
         if "xfrac" in ops:
             t = self._with_probability(images, normal(2) * 0.125, 0.0, generator, p)
             g_inv, touched = g_inv @ _translate2d(-t[:, 0] * w, -t[:, 1] * h, ref), True
-        return self._resample(images, g_inv) if touched else images
+        if not touched:
+            return images
+        # only the images some operation chose are resampled: at small p (ADA's start) the pipeline costs little
+        chosen = (g_inv - torch.eye(3, device=images.device)).abs().amax(dim=(1, 2)) > 0
+        index = chosen.nonzero().flatten()
+        if len(index) == n:
+            return self._resample(images, g_inv)
+        if len(index) == 0:
+            return images
+        out = images.clone()
+        out[index] = self._resample(images[index], g_inv[index]).to(out.dtype)
+        return out
 
     def _resample(self, images: Tensor, g_inv: Tensor) -> Tensor:
         """Apply the inverse transforms ``g_inv`` (pixel coordinates centred on the image) in one resampling."""

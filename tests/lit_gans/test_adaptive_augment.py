@@ -131,3 +131,11 @@ def test_unknown_operations_and_bad_probabilities_are_refused():
     with pytest.raises(ValueError, match="p=1.5"):
         AdaptiveAugment(p=1.5)
     assert set(GEOMETRIC_OPS) | set(COLOR_OPS) == set(DEFAULT_OPS) and not math.isnan(0.0)
+
+
+def test_at_small_p_the_images_no_operation_chose_pass_through_bitwise():
+    x = images(n=64)
+    ada = AdaptiveAugment(p=0.1, ops=GEOMETRIC_OPS)
+    y = ada(x, generator=torch.Generator().manual_seed(0))
+    same = [torch.equal(a, b) for a, b in zip(x, y)]
+    assert 0 < sum(not s for s in same) < 64  # some were resampled, the others untouched
