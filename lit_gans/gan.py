@@ -337,8 +337,10 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         self._restored_rng_state: Optional[Tensor] = None
         self._labels_checked = False
 
-        # Counters live in buffers so they are checkpointed and un-shared under CPU ddp_spawn; Python mirrors
-        # drive control flow so the hot path never reads a device tensor back to the host.
+        # One counter, two copies: the buffer (`generator_steps`, the checkpoint's key since 0.1, un-shared under
+        # CPU ddp_spawn) is what is saved; its Python copy (`_generator_step`, read through the public
+        # `generator_step`) drives control flow, so that the hot path never reads a device tensor back to the host.
+        # Both change together in the loop and are re-synced from the buffer on load.
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("critic_steps_since_generator", torch.zeros((), dtype=torch.long))
         self._generator_step = 0
