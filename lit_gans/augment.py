@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_gans.validation import check_float, check_int
+from lit_gans.validation import build_from_config, check_float, check_int
 
 
 POLICIES = ("color", "translation", "cutout")
@@ -158,15 +158,9 @@ class Augment(nn.Module):
     @staticmethod
     def from_config(config: Union["Augment", str, dict[str, Any]]) -> "Augment":
         """An augmentation from :meth:`to_config`'s dictionary, a DiffAugment policy string, or itself."""
-        if isinstance(config, Augment):
-            return config
         if isinstance(config, str):
             return DiffAugment(config)
-        module, _, name = str(config["class_path"]).rpartition(".")
-        cls = globals().get(name) if module == __name__ else None
-        if not (isinstance(cls, type) and issubclass(cls, Augment)):
-            raise ValueError(f"augment: {config['class_path']!r} is not a lit_gans.augment.Augment class")
-        return cls(**(config.get("init_args") or {}))
+        return build_from_config(config, Augment, "augment")
 
 
 class DiffAugment(Augment):

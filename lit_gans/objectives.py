@@ -21,13 +21,14 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any, ClassVar, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from lit_gans.validation import build_from_config
 
 __all__ = [
     "Objective",
@@ -291,13 +292,7 @@ class Objective:
     def from_config(config: Union["Objective", dict[str, Any]]) -> "Objective":
         """An objective from :meth:`to_config`'s dictionary (or the objective itself); only subclasses of
         :class:`Objective` are built."""
-        if isinstance(config, Objective):
-            return config
-        module, _, name = str(config["class_path"]).rpartition(".")
-        cls = getattr(importlib.import_module(module), name, None)
-        if not (isinstance(cls, type) and issubclass(cls, Objective)):
-            raise ValueError(f"objective={config!r} does not name an Objective class")
-        return cls(**(config.get("init_args") or {}))
+        return build_from_config(config, Objective, "objective")
 
     def interpret(self, out: Tensor) -> Tensor:
         """What the engine logs as the mean D output: a probability for logit objectives, else the raw score."""

@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar, Optional, Union
@@ -24,7 +23,7 @@ from typing import Any, ClassVar, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from lit_gans.validation import check_float, check_int
+from lit_gans.validation import build_from_config, check_float, check_int
 
 
 @torch.no_grad()
@@ -261,16 +260,7 @@ class Regularizer(nn.Module):
     def from_config(config: Union["Regularizer", dict[str, Any]]) -> "Regularizer":
         """A regularizer from :meth:`to_config`'s dictionary (or the regularizer itself); only subclasses of
         :class:`Regularizer` are built."""
-        if isinstance(config, Regularizer):
-            return config
-        module, _, name = str(config["class_path"]).rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module), name, None)
-        except ImportError:
-            cls = None
-        if not (isinstance(cls, type) and issubclass(cls, Regularizer)):
-            raise ValueError(f"regularizers: {config['class_path']!r} does not name a Regularizer class")
-        return cls(**(config.get("init_args") or {}))
+        return build_from_config(config, Regularizer, "regularizers")
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.init_args().items())
@@ -280,34 +270,39 @@ def _sync_host_copies_after_load(module: Regularizer, incompatible_keys: Any) ->
     module._sync_host_copies()  # a module-level function, so that models pickle (ddp_spawn)
 
 
-class R1(Regularizer):
+class _ZeroCentredPenalty(Regularizer):
+    """``gamma / 2`` times a zero-centred penalty on D's input gradient, in D's loss: R1 on the real images, R2 on
+    the generated ones (each scored with its own labels)."""
+
+    needs_input_gradients = True
+    #: the penalty function, the step's images and labels it takes, and its log key
+    penalty: ClassVar[Callable[..., tuple[Tensor, Tensor]]]
+    images: ClassVar[str]
+    labels: ClassVar[str]
+
+    def __init__(self, gamma: float, interval: int = 1) -> None:
+        super().__init__(interval)
+        self.gamma = check_float("gamma", gamma, inclusive=True)
+
+    def discriminator_term(self, model: Any, step: Any) -> Term:
+        name = type(self).__name__
+        critic = model.critic_of(getattr(step, self.labels))
+        penalty, _ = type(self).penalty(critic, getattr(step, self.images), option=f"{name}(gamma={self.gamma})")
+        return self.gamma / 2 * penalty, {f"{name.lower()}_penalty": penalty.detach()}
+
+
+class R1(_ZeroCentredPenalty):
     r"""``gamma / 2 * R1``, :func:`r1_penalty` on the real images, in D's loss (Mescheder et al. 2018); logs
     ``r1_penalty``. ``r1_penalty_weight=gamma`` is the shorthand ``regularizers=[R1(gamma)]``."""
 
-    needs_input_gradients = True
-
-    def __init__(self, gamma: float, interval: int = 1) -> None:
-        super().__init__(interval)
-        self.gamma = check_float("gamma", gamma, inclusive=True)
-
-    def discriminator_term(self, model: Any, step: Any) -> Term:
-        penalty, _ = r1_penalty(model.critic_of(step.labels), step.real, option=f"R1(gamma={self.gamma})")
-        return self.gamma / 2 * penalty, {"r1_penalty": penalty.detach()}
+    penalty, images, labels = staticmethod(r1_penalty), "real", "labels"
 
 
-class R2(Regularizer):
+class R2(_ZeroCentredPenalty):
     r"""``gamma / 2 * R2``, :func:`r2_penalty` on the generated images (scored with the labels they were generated
     for), in D's loss; logs ``r2_penalty``. R3GAN pairs it with :class:`R1` of the same gamma."""
 
-    needs_input_gradients = True
-
-    def __init__(self, gamma: float, interval: int = 1) -> None:
-        super().__init__(interval)
-        self.gamma = check_float("gamma", gamma, inclusive=True)
-
-    def discriminator_term(self, model: Any, step: Any) -> Term:
-        penalty, _ = r2_penalty(model.critic_of(step.fake_labels), step.fake, option=f"R2(gamma={self.gamma})")
-        return self.gamma / 2 * penalty, {"r2_penalty": penalty.detach()}
+    penalty, images, labels = staticmethod(r2_penalty), "fake", "fake_labels"
 
 
 class GradientPenalty(Regularizer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Any
 
@@ -29,3 +30,19 @@ def check_float(name: str, value: Any, minimum: float = 0.0, inclusive: bool = F
         bound = f">= {minimum}" if inclusive else f"> {minimum}"
         raise ValueError(f"{name}={value!r} is out of range: it must be a finite number {bound}")
     return float(value)
+
+
+def build_from_config(config: Any, base: type, option: str) -> Any:
+    """``config`` itself when it is a ``base``, else the ``base`` subclass its ``{"class_path", "init_args"}``
+    dictionary names (what a checkpoint stores: plain values only), built with those arguments. Nothing else is
+    imported and called, so a crafted hyperparameter cannot run another callable."""
+    if isinstance(config, base):
+        return config
+    module, _, name = str(config["class_path"]).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ValueError(f"{option}: {config['class_path']!r} does not name a {base.__module__}.{base.__qualname__} class")
+    return cls(**(config.get("init_args") or {}))

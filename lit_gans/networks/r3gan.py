@@ -96,6 +96,12 @@ def _antialiased_downsample(x: Tensor) -> Tensor:
     return F.conv2d(x, kernel, stride=2, padding=1, groups=x.shape[1])
 
 
+def _check_block_settings(width: int, blocks_per_stage: int, expansion: int, channels_per_group: int) -> None:
+    for name, value in (("width", width), ("blocks_per_stage", blocks_per_stage), ("expansion", expansion),
+                        ("channels_per_group", channels_per_group)):  # fmt: skip
+        check_int(name, value)
+
+
 class R3GANGenerator(nn.Module):
     """R3GAN's generator (module docstring).
 
@@ -130,9 +136,8 @@ class R3GANGenerator(nn.Module):
         super().__init__()
         channels, size = _square_shape(image_shape)
         self.base, n = resolution_stages(size)
-        for name, value in (("latent_dim", latent_dim), ("width", width), ("blocks_per_stage", blocks_per_stage),
-                            ("expansion", expansion), ("channels_per_group", channels_per_group)):  # fmt: skip
-            check_int(name, value)
+        check_int("latent_dim", latent_dim)
+        _check_block_settings(width, blocks_per_stage, expansion, channels_per_group)
         self.latent_dim, self.image_shape, self.num_classes = latent_dim, (channels, size, size), num_classes
         self.label_embedding = None
         in_dim = latent_dim
@@ -192,9 +197,7 @@ class R3GANDiscriminator(nn.Module):
         super().__init__()
         channels, size = _square_shape(image_shape)
         self.base, n = resolution_stages(size)
-        for name, value in (("width", width), ("blocks_per_stage", blocks_per_stage), ("expansion", expansion),
-                            ("channels_per_group", channels_per_group)):  # fmt: skip
-            check_int(name, value)
+        _check_block_settings(width, blocks_per_stage, expansion, channels_per_group)
         self.image_shape, self.num_classes = (channels, size, size), num_classes
         num_blocks = blocks_per_stage * (n + 1)
         self.from_image = _conv(channels, width, 1)

@@ -270,5 +270,5 @@ def test_regularizers_rebuild_from_their_config_and_nothing_else_does():
     for reg in (R1(2.0, interval=16), LeCam(0.3, decay=0.95)):
         rebuilt = Regularizer.from_config(reg.to_config())
         assert type(rebuilt) is type(reg) and rebuilt.init_args() == reg.init_args()
-    with pytest.raises(ValueError, match="does not name a Regularizer class"):
+    with pytest.raises(ValueError, match="does not name a lit_gans.regularizers.Regularizer class"):
         Regularizer.from_config({"class_path": "os.system", "init_args": {}})
