@@ -469,7 +469,8 @@ class AdaptiveAugment(Augment):
             s = self._with_probability(images, torch.exp2(normal() * 0.5), 1.0, generator, p)
             m, touched = _scale3d(s) @ m, True
         if "lumaflip" in ops:
-            i = self._with_probability(images, torch.floor(self._draw(images, (n,), generator, "uniform") * 2), 0.0, generator, p)
+            flip = torch.floor(self._draw(images, (n,), generator, "uniform") * 2)
+            i = self._with_probability(images, flip, 0.0, generator, p)
             m, touched = (eye - 2 * luma_outer * i.view(n, 1, 1)) @ m, True
         if "hue" in ops and c > 1:
             theta = self._with_probability(
@@ -529,4 +530,6 @@ def _sync_host_copy_after_load(module: AdaptiveAugment, incompatible_keys: Any) 
 
 
 __all__ = [
-    "COLOR_OPS", "DEFAULT_OPS", "GEOMETRIC_OPS", "POLICIES", "AdaptiveAugment", "Augment", "AugmentHook", "DiffAugment", "color", "cut_out", "cutout", "diff_augment", "translate", "translation"]
+    "COLOR_OPS", "DEFAULT_OPS", "GEOMETRIC_OPS", "POLICIES", "AdaptiveAugment", "Augment", "AugmentHook", "DiffAugment",
+    "color", "cut_out", "cutout", "diff_augment", "translate", "translation",
+]

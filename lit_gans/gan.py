@@ -277,8 +277,11 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         self.generator = generator
         self.discriminator = spectral_norm_(discriminator) if discriminator_spectral_norm else discriminator
         if diff_augment and augment is not None:
-            raise ValueError("diff_augment and augment both set: diff_augment=POLICY is the shorthand of augment=DiffAugment(POLICY)")
-        self.augment = Augment.from_config(augment if augment is not None else diff_augment) if augment is not None or diff_augment else None
+            raise ValueError(
+                "diff_augment and augment both set: diff_augment=POLICY is the shorthand of augment=DiffAugment(POLICY)"
+            )
+        spec = augment if augment is not None else (diff_augment or None)
+        self.augment = Augment.from_config(spec) if spec is not None else None
         if augment is not None:
             self.hparams["augment"] = self.augment.to_config()
         if self.augment is not None:
