@@ -196,7 +196,8 @@ def apply_checkpoint_hyperparameters(model_config: Namespace, checkpoint_path: s
         The command line's changes of how the run trains, one ``key=new (the checkpoint's: old)`` each: every
         argument but the :data:`RESUME_SETTINGS`.
     """
-    stored = dict(load_checkpoint_file(checkpoint_path, mmap=True).get("hyper_parameters") or {})
+    checkpoint = load_checkpoint_file(checkpoint_path, mmap=True)
+    stored = dict(checkpoint.get("hyper_parameters") or {})
     class_path = stored.pop("_class_path", None)
     stored.pop("_instantiator", None)
     cls = import_class(model_config.class_path)
@@ -232,7 +233,43 @@ def apply_checkpoint_hyperparameters(model_config: Namespace, checkpoint_path: s
                 f"lit_gans: {key}={_describe(_or_default(key, saved, defaults))} from the checkpoint (the config says "
                 f"{_describe(_or_default(key, current, defaults))}; pass --model.init_args.{key}=... to change it)"
             )
+    report_optimizer_settings(init_args, checkpoint.get("optimizer_states") or [], checkpoint_path, command_line_keys)
     return changes
+
+
+#: entries of an optimizer's param_groups that are no constructor setting
+_GROUP_BOOKKEEPING = frozenset({"params", "initial_lr", "param_names"})
+
+
+def report_optimizer_settings(init_args: Namespace, states: list[Any], checkpoint_path: str, command_line_keys: set[str]) -> None:
+    """A resumed optimizer continues with the settings saved in its state (Lightning restores its param groups, lr
+    included): say so for each setting the config gives otherwise, and refuse what cannot resume, another optimizer
+    class (its saved settings are not the config's class's) or a setting changed on the command line, which the
+    restore would silently undo."""
+    for index, key in enumerate(("generator_optimizer", "discriminator_optimizer")):
+        config = init_args.get(key)
+        if not isinstance(config, Namespace) or index >= len(states) or not states[index].get("param_groups"):
+            continue
+        saved = states[index]["param_groups"][0]
+        accepted = set(inspect.signature(import_class(config.class_path).__init__).parameters) - {"self", "params"}
+        foreign = sorted(set(saved) - accepted - _GROUP_BOOKKEEPING)
+        if foreign:
+            raise ValueError(
+                f"--ckpt_path={checkpoint_path}: its {key} has settings {', '.join(foreign)} that {config.class_path} "
+                "does not take: the run trained with another optimizer; resume with that one, or start a new run"
+            )
+        for name, value in _plain(config).get("init_args", {}).items():
+            if name not in saved or _plain(saved[name]) == _plain(value):
+                continue
+            if key in command_line_keys:
+                raise ValueError(
+                    f"--ckpt_path={checkpoint_path}: {key} {name}={value!r} cannot change on resume (the optimizer "
+                    f"continues with its saved state, {name}={_plain(saved[name])!r}); start a new run to change it"
+                )
+            rank_zero_info(
+                f"lit_gans: {key} {name}={_plain(saved[name])!r} from the checkpoint (the config says {value!r}; an "
+                "optimizer resumes with its saved settings)"
+            )
 
 
 def _init_defaults(cls: type) -> dict[str, Any]:

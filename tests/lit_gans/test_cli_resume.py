@@ -169,6 +169,28 @@ def test_another_model_class_is_refused(checkpoints, tmp_path, monkeypatch, mnis
     assert "holds a lit_gans.DCGAN, but the config's model is lit_gans.LSGAN" in capsys.readouterr().err
 
 
+def test_an_optimizer_setting_resumes_with_the_checkpoint_and_says_so_or_is_refused(checkpoints, tmp_path, monkeypatch, mnist_dir, caplog, capsys):
+    faster = tmp_path / "faster.yaml"  # the config file asks for another lr than the run trained with
+    faster.write_text("model:\n  init_args:\n    generator_optimizer:\n      class_path: torch.optim.Adam\n"
+                      "      init_args: {lr: 0.001, betas: [0.5, 0.999]}\n")  # fmt: skip
+    model = cli(tmp_path, monkeypatch, mnist_dir, "--config", str(faster), f"--ckpt_path={checkpoints}",
+                "--model.init_args.max_generator_steps=7").model  # fmt: skip
+    assert model.optimizers()[0].param_groups[0]["lr"] == 0.0002  # the saved state wins, as Lightning restores it
+    assert "generator_optimizer lr=0.0002 from the checkpoint (the config says 0.001;" in caplog.text
+    with pytest.raises(SystemExit) as exit_:  # asked for on the command line: it would be undone, so refused
+        cli(tmp_path, monkeypatch, mnist_dir, f"--ckpt_path={checkpoints}", "--model.init_args.max_generator_steps=8",
+            "--model.init_args.generator_optimizer.init_args.lr=0.001")  # fmt: skip
+    assert exit_.value.code == 2
+    assert "generator_optimizer lr=0.001 cannot change on resume" in capsys.readouterr().err
+    rmsprop = tmp_path / "rmsprop.yaml"
+    rmsprop.write_text("model:\n  init_args:\n    discriminator_optimizer:\n      class_path: torch.optim.RMSprop\n")
+    with pytest.raises(SystemExit) as exit_:
+        cli(tmp_path, monkeypatch, mnist_dir, "--config", str(rmsprop), f"--ckpt_path={checkpoints}")
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "\n" not in err
+    assert "its discriminator_optimizer has settings amsgrad, betas" in err and "torch.optim.RMSprop does not take" in err
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
