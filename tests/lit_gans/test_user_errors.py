@@ -171,16 +171,21 @@ def test_an_npz_path_that_is_a_folder_is_refused_before_generating(ckpt, tmp_pat
     assert everything_under(tmp_path / "out") == ["images.npz"]
 
 
+def make_unwritable(path, where, monkeypatch):
+    """``path`` made unwritable as ``where`` says: it is a folder, its folder is read-only, or its folder is a file."""
+    if where == "a folder":
+        path.mkdir(parents=True)
+    elif where == "read-only":
+        path.parent.mkdir()
+        refuse_writes_below(monkeypatch, path.parent, errno.EROFS)
+    else:
+        path.parent.write_text("a file")
+
+
 @pytest.mark.parametrize("where", ["a folder", "read-only", "below a file"])
 def test_a_bad_interpolation_gif_path_is_refused_before_any_image(ckpt, tmp_path, capsys, monkeypatch, where):
     out, gif = tmp_path / "out", tmp_path / "gifs" / "walk.gif"
-    if where == "a folder":
-        gif.mkdir(parents=True)
-    elif where == "read-only":
-        gif.parent.mkdir()
-        refuse_writes_below(monkeypatch, gif.parent, errno.EROFS)
-    else:
-        gif.parent.write_text("a file")
+    make_unwritable(gif, where, monkeypatch)
     err = user_error(capsys, generate_args(ckpt, out, 10, "--interpolation_gif", gif))
     assert err.startswith(f"lit-gans: error: interpolation_gif={gif}"), err
     assert not out.exists()
@@ -260,13 +265,7 @@ def evaluation(mnist_dir, tmp_path, monkeypatch, ckpt) -> list:
 @pytest.mark.parametrize("where", ["a folder", "read-only", "below a file"])
 def test_a_bad_output_json_is_refused_before_computing(evaluation, tmp_path, capsys, monkeypatch, where):
     target = tmp_path / "scores" / "metrics.json"
-    if where == "a folder":
-        target.mkdir(parents=True)
-    elif where == "read-only":
-        target.parent.mkdir()
-        refuse_writes_below(monkeypatch, target.parent, errno.EROFS)
-    else:
-        target.parent.write_text("a file")
+    make_unwritable(target, where, monkeypatch)
     computed = []
     monkeypatch.setattr("lit_gans.evaluate.run_metrics", lambda *a, **k: computed.append(1) or {})
     err = user_error(capsys, [*evaluation, "--output_json", target])
