@@ -43,6 +43,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, Optional, Union
@@ -270,23 +271,31 @@ def _rotate3d(v: Tensor, theta: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- filtering
-def _filter_2x(x: Tensor, taps: Tensor, up: bool) -> Tensor:
-    """Separable 2x up-sampling (zero insertion, then the filter with gain 2 per axis) or filtered 2x
-    down-sampling (the filter, then every second sample), each keeping the image centred."""
-    n, c, h, w = x.shape
+@functools.lru_cache(maxsize=1024)
+def _filter_operator(length: int, up: bool) -> Tensor:
+    """The matrix of one axis of :func:`_filter_2x` on a signal of ``length`` samples: ``(out, length)``, float64.
+
+    Separable 2x up-sampling (zero insertion, then the sym6 filter with gain 2) or filtered 2x down-sampling (the
+    filter, then every second sample), each keeping the signal centred, as the reference's ``upsample2d`` and
+    ``downsample2d(flip_filter=True)``. As a matrix, one axis of a batch is one matmul, whose backward is also
+    one: on a CPU far cheaper than a single-channel convolution's backward."""
+    taps = torch.tensor(_SYM6, dtype=torch.float64) / sum(_SYM6)
     k = taps.numel()
-    if up:  # a convolution with the filter (the reference's upsample2d)
-        x = F.pad(x.reshape(n, c, h, 1, w, 1), [0, 1, 0, 0, 0, 1]).reshape(n, c, 2 * h, 2 * w)
-        weight = taps.to(x.dtype).flip(0) * 2
-        pad = [(k + 1) // 2, (k - 2) // 2]
-    else:  # a correlation with it (its downsample2d with flip_filter=True)
-        weight = taps.to(x.dtype)
-        pad = [(k - 1) // 2, (k - 2) // 2]
-    x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]]).reshape(n * c, 1, x.shape[2] + sum(pad), x.shape[3] + sum(pad))
-    x = F.conv2d(x, weight.view(1, 1, 1, k))
-    x = F.conv2d(x, weight.view(1, 1, k, 1))
-    x = x.reshape(n, c, x.shape[2], x.shape[3])
-    return x if up else x[:, :, ::2, ::2]
+    x = torch.eye(length, dtype=torch.float64).unsqueeze(1)  # each basis signal as a batch entry
+    if up:
+        x = F.pad(x.unsqueeze(-1), [0, 1]).reshape(length, 1, 2 * length)
+        weight, pad = taps.flip(0) * 2, [(k + 1) // 2, (k - 2) // 2]
+    else:
+        weight, pad = taps, [(k - 1) // 2, (k - 2) // 2]
+    x = F.conv1d(F.pad(x, pad), weight.view(1, 1, k)).squeeze(1)
+    return (x if up else x[:, ::2]).t().contiguous()
+
+
+def _filter_2x(x: Tensor, up: bool) -> Tensor:
+    """2x up- or down-sampling of ``(N, C, H, W)`` images with the sym6 filter (:func:`_filter_operator`)."""
+    rows = _filter_operator(x.shape[2], up).to(x.device, x.dtype)
+    cols = _filter_operator(x.shape[3], up).to(x.device, x.dtype)
+    return rows @ x @ cols.t()
 
 
 class AdaptiveAugment(Augment):
@@ -334,7 +343,6 @@ class AdaptiveAugment(Augment):
         self.register_buffer("sign_sum", torch.zeros((), dtype=torch.float64))  # this interval's, this rank
         self.register_buffer("sign_count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # D steps since the last adjustment
-        self.register_buffer("_filter", torch.tensor(_SYM6) / sum(_SYM6), persistent=False)
         # host copies, so that no call reads the device: set here, after each adjustment and after a load
         self._p_value, self._steps_value = float(p), 0
         self.register_load_state_dict_post_hook(_sync_host_copy_after_load)
@@ -356,8 +364,9 @@ class AdaptiveAugment(Augment):
         if images.shape[1] not in (1, 3):
             raise ValueError(f"AdaptiveAugment takes 1- or 3-channel images, got {images.shape[1]} channels")
         dtype = images.dtype
-        images = self._geometric(images.float(), generator)
-        return self._color(images, generator).to(dtype)
+        with torch.autocast(images.device.type, enabled=False):  # the reference's float32 resampling
+            images = self._geometric(images.float(), generator)
+            return self._color(images, generator).to(dtype)
 
     def _draw(self, images: Tensor, shape: tuple[int, ...], generator: Optional[torch.Generator], kind: str) -> Tensor:
         device = generator.device if generator is not None else images.device
@@ -373,43 +382,31 @@ class AdaptiveAugment(Augment):
     def _geometric(self, images: Tensor, generator: Optional[torch.Generator]) -> Tensor:
         n, _, h, w = images.shape
         p, ops = self._p_value, self.ops
-        ref = torch.zeros(n, device=images.device)
-        g_inv = torch.eye(3, device=images.device).expand(n, 3, 3)  # output pixel -> input pixel
-        touched = False
-
-        def uniform(*shape: int) -> Tensor:
-            return self._draw(images, (n, *shape), generator, "uniform")
-
-        def normal(*shape: int) -> Tensor:
-            return self._draw(images, (n, *shape), generator, "normal")
-
-        if "xflip" in ops:
-            i = self._with_probability(images, torch.floor(uniform() * 2), 0.0, generator, p)
-            g_inv, touched = g_inv @ _scale2d(1 - 2 * i, 1, ref), True
-        if "rotate90" in ops:
-            i = self._with_probability(images, torch.floor(uniform() * 4), 0.0, generator, p)
-            g_inv, touched = g_inv @ _rotate2d(math.pi / 2 * i), True
-        if "xint" in ops:
-            t = self._with_probability(images, (uniform(2) * 2 - 1) * 0.125, 0.0, generator, p)
-            g_inv, touched = g_inv @ _translate2d(-torch.round(t[:, 0] * w), -torch.round(t[:, 1] * h), ref), True
-        if "scale" in ops:
-            s = self._with_probability(images, torch.exp2(normal() * 0.2), 1.0, generator, p)
-            g_inv, touched = g_inv @ _scale2d(1 / s, 1 / s, ref), True
-        p_rot = 1 - math.sqrt(max(0.0, 1 - p))  # P(pre- or post-rotation) = p
-        if "rotate" in ops:
-            theta = self._with_probability(images, (uniform() * 2 - 1) * math.pi, 0.0, generator, p_rot)
-            g_inv, touched = g_inv @ _rotate2d(theta), True
-        if "aniso" in ops:
-            s = self._with_probability(images, torch.exp2(normal() * 0.2), 1.0, generator, p)
-            g_inv, touched = g_inv @ _scale2d(1 / s, s, ref), True
-        if "rotate" in ops:
-            theta = self._with_probability(images, (uniform() * 2 - 1) * math.pi, 0.0, generator, p_rot)
-            g_inv = g_inv @ _rotate2d(theta)
-        if "xfrac" in ops:
-            t = self._with_probability(images, normal(2) * 0.125, 0.0, generator, p)
-            g_inv, touched = g_inv @ _translate2d(-t[:, 0] * w, -t[:, 1] * h, ref), True
-        if not touched:
+        if not any(op in ops for op in GEOMETRIC_OPS):
             return images
+        p_rot = 1 - math.sqrt(max(0.0, 1 - p))  # P(pre- or post-rotation) = p
+        # one draw for every operation and image: at ADA's small p the fixed cost of many tiny ops dominates
+        stages = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "rotate", "xfrac")
+        probability = [(p_rot if op == "rotate" else p) if op in ops else 0.0 for op in stages]
+        chosen = self._draw(images, (n, 8), generator, "uniform") < torch.tensor(probability, device=images.device)
+        u = self._draw(images, (n, 6), generator, "uniform")
+        z = self._draw(images, (n, 4), generator, "normal")
+        flip = torch.where(chosen[:, 0], torch.floor(u[:, 0] * 2), 0.0)
+        quarter_turns = torch.where(chosen[:, 1], torch.floor(u[:, 1] * 4), 0.0)
+        shift = torch.where(chosen[:, 2:3], (u[:, 2:4] * 2 - 1) * 0.125, 0.0)
+        scale = torch.where(chosen[:, 3], torch.exp2(z[:, 0] * 0.2), 1.0)
+        theta_pre = torch.where(chosen[:, 4], (u[:, 4] * 2 - 1) * math.pi, 0.0)
+        aniso = torch.where(chosen[:, 5], torch.exp2(z[:, 1] * 0.2), 1.0)
+        theta_post = torch.where(chosen[:, 6], (u[:, 5] * 2 - 1) * math.pi, 0.0)
+        frac = torch.where(chosen[:, 7:8], z[:, 2:4] * 0.125, 0.0)
+        # output pixel -> input pixel: xflip, rotate90, xint, scale, rotate, aniso, rotate, xfrac, in this order
+        ref = flip
+        g_inv = (
+            _scale2d(1 - 2 * flip, 1, ref) @ _rotate2d(math.pi / 2 * quarter_turns)
+            @ _translate2d(-torch.round(shift[:, 0] * w), -torch.round(shift[:, 1] * h), ref)
+            @ _scale2d(1 / scale, 1 / scale, ref) @ _rotate2d(theta_pre) @ _scale2d(1 / aniso, aniso, ref)
+            @ _rotate2d(theta_post) @ _translate2d(-frac[:, 0] * w, -frac[:, 1] * h, ref)
+        )  # fmt: skip
         # only the images some operation chose are resampled: at small p (ADA's start) the pipeline costs little
         chosen = (g_inv - torch.eye(3, device=images.device)).abs().amax(dim=(1, 2)) > 0
         index = chosen.nonzero().flatten()
@@ -424,9 +421,7 @@ class AdaptiveAugment(Augment):
     def _resample(self, images: Tensor, g_inv: Tensor) -> Tensor:
         """Apply the inverse transforms ``g_inv`` (pixel coordinates centred on the image) in one resampling."""
         n, c, h, w = images.shape
-        ref = torch.zeros(n, device=images.device)
-        taps = self._filter.to(images.device)
-        pad = taps.numel() // 4
+        pad = len(_SYM6) // 4
         # reflect-pad far enough that every sampled position lies inside the padded image
         cx, cy = (w - 1) / 2, (h - 1) / 2
         corners = torch.tensor([[-cx, -cy, 1], [cx, -cy, 1], [cx, cy, 1], [-cx, cy, 1]], device=images.device)
@@ -435,19 +430,22 @@ class AdaptiveAugment(Augment):
         margin = margin + torch.tensor([pad * 2 - cx, pad * 2 - cy] * 2, device=images.device)
         limit = torch.tensor([w - 1, h - 1] * 2, device=images.device, dtype=margin.dtype)
         mx0, my0, mx1, my1 = (int(m) for m in margin.clamp(min=0).minimum(limit).ceil().tolist())
-        images = F.pad(images, [mx0, mx1, my0, my1], mode="reflect")
-        g_inv = _translate2d((mx0 - mx1) / 2, (my0 - my1) / 2, ref) @ g_inv
-        images = _filter_2x(images, taps, up=True)
-        g_inv = _scale2d(2, 2, ref) @ g_inv @ _scale2d(0.5, 0.5, ref)
-        g_inv = _translate2d(-0.5, -0.5, ref) @ g_inv @ _translate2d(0.5, 0.5, ref)
+        images = _filter_2x(F.pad(images, [mx0, mx1, my0, my1], mode="reflect"), up=True)
         out_h, out_w = (h + pad * 2) * 2, (w + pad * 2) * 2
-        # to grid_sample's normalized coordinates
-        g_inv = (
-            _scale2d(2 / images.shape[3], 2 / images.shape[2], ref) @ g_inv @ _scale2d(out_w / 2, out_h / 2, ref)
-        )
+        # the same scalars for every image, composed once: into the padded image, onto the 2x grid with pixel
+        # centres at half-integers, then grid_sample's normalized coordinates on both sides
+        def affine(sx: float, sy: float, tx: float = 0.0, ty: float = 0.0) -> Tensor:
+            return torch.tensor([[sx, 0.0, tx], [0.0, sy, ty], [0.0, 0.0, 1.0]], device=images.device)
+
+        before = (
+            affine(2 / images.shape[3], 2 / images.shape[2]) @ affine(1, 1, -0.5, -0.5) @ affine(2, 2)
+            @ affine(1, 1, (mx0 - mx1) / 2, (my0 - my1) / 2)
+        )  # fmt: skip
+        after = affine(0.5, 0.5) @ affine(1, 1, 0.5, 0.5) @ affine(out_w / 2, out_h / 2)
+        g_inv = before @ g_inv @ after
         grid = F.affine_grid(g_inv[:, :2, :], [n, c, out_h, out_w], align_corners=False)
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        images = _filter_2x(images, taps, up=False)
+        images = _filter_2x(images, up=False)
         return images[:, :, pad : pad + h, pad : pad + w]
 
     def _color(self, images: Tensor, generator: Optional[torch.Generator]) -> Tensor:

@@ -139,3 +139,27 @@ def test_at_small_p_the_images_no_operation_chose_pass_through_bitwise():
     y = ada(x, generator=torch.Generator().manual_seed(0))
     same = [torch.equal(a, b) for a, b in zip(x, y)]
     assert 0 < sum(not s for s in same) < 64  # some were resampled, the others untouched
+
+
+@pytest.mark.parametrize("up", [True, False])
+def test_the_resampling_filter_equals_the_references_separable_convolution(up):
+    """upsample2d: zero insertion, then the flipped sym6 taps x 2 with padding (k + 1) // 2, (k - 2) // 2;
+    downsample2d(flip_filter=True): the taps with padding (k - 1) // 2, (k - 2) // 2, then every second sample."""
+    from lit_gans.augment import _SYM6, _filter_2x
+
+    x = images(channels=3, n=2, size=10)[:, :, :, :7]  # a non-square image
+    taps = torch.tensor(_SYM6, dtype=torch.float64) / sum(_SYM6)
+    k = len(_SYM6)
+    y = x.double()
+    if up:
+        y = torch.zeros(2, 3, 20, 14, dtype=torch.float64)
+        y[:, :, ::2, ::2] = x.double()
+        weight, pad = taps.flip(0) * 2, [(k + 1) // 2, (k - 2) // 2]
+    else:
+        weight, pad = taps, [(k - 1) // 2, (k - 2) // 2]
+    y = torch.nn.functional.pad(y, pad * 2).reshape(6, 1, *[s + sum(pad) for s in y.shape[2:]])
+    y = torch.nn.functional.conv2d(torch.nn.functional.conv2d(y, weight.view(1, 1, 1, k)), weight.view(1, 1, k, 1))
+    y = y.reshape(2, 3, *y.shape[2:])
+    if not up:
+        y = y[:, :, ::2, ::2]
+    assert torch.allclose(_filter_2x(x.double(), up=up), y, atol=1e-12)
