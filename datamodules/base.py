@@ -20,6 +20,34 @@ def to_unit_range(images: Tensor) -> Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
+#: ``x / 127.5 - 1`` in float32 for each of the 256 byte values, computed once on the CPU (see
+#: :func:`uint8_to_unit_range`)
+_UNIT_RANGE = torch.arange(256, dtype=torch.uint8).float().div_(127.5).sub_(1.0)
+_UNIT_RANGE_ON: dict[torch.device, Tensor] = {}
+
+
+def uint8_to_unit_range(images: Tensor) -> Tensor:
+    """uint8 ``[0, 255]`` images to float32 in [-1, 1] (the range of the generators' tanh output), on the device
+    that holds them: ``x / 127.5 - 1``. Floating-point images (already in [-1, 1]) are returned as they are.
+
+    The in-memory datamodules keep their images as uint8 (1 byte a pixel) and convert each batch with this after it
+    reaches its device; the metrics convert the real images they read with it. It looks the 256 possible values up
+    in a table computed on the CPU, so every device gives the same bits (CUDA divides by a scalar as a
+    multiplication by its reciprocal, which can differ in the last bit).
+
+    Raises:
+        TypeError: for images that are neither uint8 nor floating point.
+    """
+    if images.is_floating_point():
+        return images
+    if images.dtype != torch.uint8:
+        raise TypeError(f"images of dtype {images.dtype}: expected uint8 in [0, 255] or floats in [-1, 1]")
+    table = _UNIT_RANGE_ON.get(images.device)
+    if table is None:
+        table = _UNIT_RANGE_ON.setdefault(images.device, _UNIT_RANGE.to(images.device))
+    return table[images.long()]
+
+
 class InMemoryDataset(TensorDataset):
     """A ``TensorDataset`` that a DataLoader reads a whole batch at a time: ``__getitems__`` indexes the tensors
     once per batch instead of once per sample, and :func:`collate_batch` passes the batch through unchanged.
