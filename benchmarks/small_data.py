@@ -167,7 +167,8 @@ def main() -> None:
         "## Small data (MNIST subsets, FID with the package's MNIST extractor vs 5,000 held-out test digits, 2,000 fakes)",
         "", table, "", f"Machine: {machine()}, precision {precision}", "",
         f"Command: `python benchmarks/small_data.py --sizes {' '.join(map(str, args.sizes))} --variants "
-        f"{' '.join(args.variants)} --minutes {' '.join(f'{m:g}' for m in args.minutes)}`",
+        f"{' '.join(args.variants)} --minutes {' '.join(f'{m:g}' for m in args.minutes)}"
+        + (f" --name {args.name}`" if args.name != "small_data" else "`"),
     ])  # fmt: skip
     print(text)
     save_results(args.name, {"machine": machine(), "precision": precision, "args": {k: str(v) for k, v in vars(args).items()},
