@@ -4,6 +4,7 @@ command) and :func:`load_model`, which rebuilds any model of the package from it
 Example::
 
     lit-gans generate --ckpt_path lightning_logs/lit-gans/<run id>/checkpoints --num_images 10000 --output_dir fakes
+    lit-gans generate --ckpt_path best.ckpt --seeds 0-35 --truncation 0.7 --output_dir favourites
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import re
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -36,7 +38,7 @@ from lit_gans.checkpoints import (
 from lit_gans.files import WriteError, atomic_write_bytes, check_writable
 from lit_gans.gan import CLASS_NAMES_KEY, GAN, MODEL_CLASS_KEY
 from lit_gans.latent import interpolate, render_grid, to_uint8_image
-from lit_gans.validation import check_choice, check_int
+from lit_gans.validation import check_choice, check_float, check_int
 
 #: what :func:`generate` writes besides the images: its arguments and what it resolved, written last
 MANIFEST = "generate.json"
@@ -44,7 +46,8 @@ NPZ_FILE = "images.npz"
 FORMATS = ("png", "npz")
 #: the interpolation GIF: paths (columns of each frame), keyframes per path, frame duration
 GIF_PATHS, GIF_KEYFRAMES, GIF_FRAME_MS = 8, 4, 80
-_NUMBERED_PNG = re.compile(r"^\d{6,}\.png$")  # generate's names: at least 6 digits
+_NUMBERED_PNG = re.compile(r"^(\d{6,}|seed\d{4,})\.png$")  # generate's names: an index (6+ digits) or a seed
+_SEED_RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
 _CLASS_FOLDER = re.compile(r"^\d+(_.*)?$")
 
 
@@ -82,7 +85,13 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 def describe_checkpoint(ckpt_path: Union[str, os.PathLike]) -> str:
     """``<file> (generator step N)``: which checkpoint a run folder or file means, for the commands' output."""
     path = Path(ckpt_path)
-    path = checkpoint_to_sample(path) if path.is_dir() else path
+    if path.is_dir():
+        from lit_gans.export import exported_config
+
+        exported = exported_config(path)
+        if exported is not None:
+            return f"{path} (exported generator, generator step {exported['generator_step']})"
+        path = checkpoint_to_sample(path)
     steps = _read_checkpoint(path)["state_dict"].get("generator_steps")
     return f"{path} (generator step {int(steps)})" if steps is not None else str(path)
 
@@ -98,9 +107,13 @@ def load_model(ckpt_path: Union[str, os.PathLike], map_location: Union[str, torc
     (:data:`lit_gans.gan.CLASS_NAMES_KEY`), are set as ``model.class_names`` (else ``None``), the checkpoint file
     it loaded (a folder's newest) as ``model.checkpoint_path``.
 
+    A folder written by ``lit-gans export --format hf`` (:func:`lit_gans.export.export`) loads too, offline: its
+    model is rebuilt from ``config.json`` and its generator (the exported one, averaged or raw) from
+    ``model.safetensors``; it has no weight-averaged copy, and its discriminator is untrained (not exported).
+
     Args:
         ckpt_path: a checkpoint file, or a run's checkpoint folder (its best checkpoint, else its newest:
-            :func:`checkpoint_to_sample`).
+            :func:`checkpoint_to_sample`), or an exported Hugging Face folder.
         map_location: the device to load the weights onto.
 
     Raises:
@@ -117,6 +130,10 @@ def load_model(ckpt_path: Union[str, os.PathLike], map_location: Union[str, torc
     if not path.exists():
         raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file or folder")
     if path.is_dir():
+        from lit_gans.export import exported_config, load_exported
+
+        if exported_config(path) is not None:
+            return load_exported(path, map_location)
         path = checkpoint_to_sample(path)
     checkpoint = _read_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters") or {}
@@ -304,6 +321,23 @@ def _prepare_output_dir(folder: Path, file_format: str, overwrite: bool) -> None
             entry.unlink()
 
 
+def resolve_ema(model: GAN, ema: Optional[bool]) -> bool:
+    """Whether to use the weight-averaged generator: ``ema``, or with ``None`` whenever the model keeps one.
+
+    Raises:
+        ValueError: ``ema=True`` for a model without one (trained without ``generator_ema_decay``), or an ``ema``
+            that is no bool.
+    """
+    if ema is not None and not isinstance(ema, bool):
+        raise ValueError(f"ema={ema!r} must be true, false or left out (None)")
+    if ema and model.generator_ema is None:
+        raise ValueError(
+            f"ema=True: the checkpoint's {type(model).__name__} has no weight-averaged generator (it was trained without "
+            "generator_ema_decay); leave ema out or pass false"
+        )
+    return model.generator_ema is not None if ema is None else ema
+
+
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -316,11 +350,86 @@ def _resolve_device(device: str) -> torch.device:
     return chosen
 
 
+# ---------------------------------------------------------------------------------------------- seeds and truncation
+def parse_seeds(seeds: Union[int, str, Sequence[Union[int, str]]]) -> list[int]:
+    """The seeds that ``seeds`` lists, in order: an integer, a range ``"0-35"`` (both ends included), a
+    comma-separated mix (``"1,5,9"``, ``"0-3,10,20-22"``), or a list of those.
+
+    Example::
+
+        >>> parse_seeds("0-3,10,20-21")
+        [0, 1, 2, 3, 10, 20, 21]
+
+    Raises:
+        ValueError: an item that is no seed (negative, not an integer, a range that runs backwards), a seed listed
+            twice (its file would be written twice), or an empty list; one line naming ``seeds``.
+    """
+    items = seeds.split(",") if isinstance(seeds, str) else [seeds] if isinstance(seeds, int) else list(seeds)
+    resolved: list[int] = []
+    for item in items:
+        text = str(item).strip()
+        if isinstance(item, bool) or not text:
+            raise ValueError(f"seeds={seeds!r}: {item!r} is no seed (write seeds as 7, 0-35 or 1,5,9)")
+        span = _SEED_RANGE.match(text)
+        if span is not None:
+            first, last = int(span[1]), int(span[2])
+            if last < first:
+                raise ValueError(f"seeds={seeds!r}: the range {text} runs backwards (write {last}-{first})")
+            resolved.extend(range(first, last + 1))
+        elif text.isdigit():
+            resolved.append(int(text))
+        else:
+            raise ValueError(f"seeds={seeds!r}: {text!r} is no seed: seeds are integers >= 0 (7, 0-35, 1,5,9)")
+    if not resolved:
+        raise ValueError(f"seeds={seeds!r}: the list of seeds is empty")
+    repeated = sorted(seed for seed, count in Counter(resolved).items() if count > 1)
+    if repeated:
+        raise ValueError(f"seeds={seeds!r} lists seed {repeated[0]} more than once: each seed is one image")
+    return resolved
+
+
+def seed_latents(model: GAN, seeds: Sequence[int], labels: Any = None) -> tuple[Tensor, Optional[Tensor]]:
+    """One latent vector per seed, each drawn alone from ``torch.Generator().manual_seed(seed)``
+    (``model.sample_latent(1, generator)``, as stylegan2-ada-pytorch's ``generate.py`` draws ``z`` from
+    ``RandomState(seed)``): the image of a seed is the same whether it is generated alone or among others. A
+    conditional model's class, with ``labels=None``, is drawn from the training data's class frequencies by the
+    same generator, after the latent; listed ``labels`` cycle through the seeds in order (one class: every seed)."""
+    z, drawn = [], []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(seed)
+        z.append(model.sample_latent(1, generator=generator))
+        if model.num_classes and labels is None:
+            drawn.append(model.draw_labels(1, generator=generator).cpu())
+    image_labels = torch.cat(drawn) if drawn else _image_labels(model, len(seeds), labels, 0)
+    return torch.cat(z), image_labels
+
+
+def truncate(model: GAN, z: Tensor, psi: float) -> Tensor:
+    r"""The truncation trick as an interpolation towards the latent mean (StyleGAN's, Karras et al. 2019, sec. 4
+    and appendix B, applied here to ``z``, as these generators have no mapping network):
+
+    .. math:: z' = \bar z + \psi\,(z - \bar z), \qquad \bar z = 0 \text{ for } \mathcal N(0, I)
+              \text{ and } U[-1, 1]^d, \text{ so } z' = \psi z
+
+    ``psi=1`` leaves every image as it is; smaller ``psi`` trades variety for typicality, and ``psi=0`` gives every
+    seed the image of the mean latent. Chosen over BigGAN's trick (Brock et al. 2019, sec. 3.1: redraw each
+    coordinate with ``|z_i|`` above a threshold) because it is continuous in ``psi``: a seed keeps its image,
+    only more typical, so images at several ``psi`` can be compared, whereas a redraw replaces coordinates by
+    unrelated values; it applies to uniform latents alike; and BigGAN relied on orthogonal regularization to keep
+    its generator smooth under truncation, which these models were not trained with. InfoGAN's codes are left as
+    they are: only its ``noise_dim`` noise coordinates (the first ones) are truncated."""
+    dim = int(getattr(model, "noise_dim", z.shape[1]))
+    mean = torch.zeros_like(z[:, :dim])  # both latent distributions of the package are centred
+    truncated = z.clone()
+    truncated[:, :dim] = mean + psi * (z[:, :dim] - mean)
+    return truncated
+
+
 # ---------------------------------------------------------------------------------------------- the command
 def generate(
     ckpt_path: str,
-    num_images: int,
-    output_dir: str,
+    num_images: Optional[int] = None,
+    output_dir: Optional[str] = None,
     seed: int = 1234,
     batch_size: int = 250,
     labels: Optional[Union[int, str, list[Union[int, str]]]] = None,
@@ -331,13 +440,19 @@ def generate(
     interpolation_steps: int = 8,
     device: str = "auto",
     progress: bool = True,
+    seeds: Optional[Union[str, int, list[Union[int, str]]]] = None,
+    truncation: Optional[float] = None,
 ) -> Path:
     """Generate images with a trained checkpoint and write them as numbered PNG files (or one ``.npz`` file).
 
-    The ``N`` latent vectors are drawn at once with ``model.sample_latent(N, generator=torch.Generator().
+    Either ``num_images`` images from one seed, or one image per seed of ``seeds``. With ``num_images``, the ``N``
+    latent vectors are drawn at once with ``model.sample_latent(N, generator=torch.Generator().
     manual_seed(seed))``, so the same seed gives the same files whatever the batch size, and, with
     ``seed`` equal to ``FIDCallback``'s seed and ``num_images`` to its ``num_fake``, exactly the fakes that
-    ``FIDCallback`` scores. Images are uint8 at the model's resolution, grayscale for one channel, RGB for three.
+    ``FIDCallback`` scores. With ``seeds`` (``--seeds 0-35``, as stylegan2-ada-pytorch's ``generate.py``), each
+    image's latent is drawn alone from its own seed (:func:`seed_latents`), so the image of seed 7 is the same
+    whether it is generated alone or in a range, and its file is named after it (``seed0007.png``).
+    Images are uint8 at the model's resolution, grayscale for one channel, RGB for three.
     A conditional model's images go into one subfolder per class (``<index>_<class name>``, see
     :func:`class_folders`), which ``ImageFolderDataModule(labels=True)`` reads back with the same label indices
     as long as every class got images. Every file is written atomically (a temporary file renamed over it), and
@@ -349,21 +464,23 @@ def generate(
 
     Args:
         ckpt_path: the checkpoint file, or a run's checkpoint folder (its best checkpoint by the metric each file
-            stores, else its newest). Any model class; the checkpoint alone rebuilds it (``load_model``).
-        num_images: how many images to generate.
-        output_dir: the folder to write into, created if missing. It must not already hold generated images
-            (see ``overwrite``) nor, for PNGs, anything else.
+            stores, else its newest), or a folder of ``lit-gans export --format hf``. Any model class; the
+            checkpoint alone rebuilds it (``load_model``).
+        num_images: how many images to generate (leave out with ``seeds``).
+        output_dir: the folder to write into, created if missing (required). It must not already hold generated
+            images (see ``overwrite``) nor, for PNGs, anything else.
         seed: seed of the latent vectors (and of a conditional model's drawn labels); the default is
             ``FIDCallback``'s.
         batch_size: images per generator forward: speed and memory; on the CPU the files are bitwise the same for
             any batch size (a GPU may choose other kernels for other batch sizes).
         labels: a conditional model's classes: ``None`` draws each image's class from the training data's class
-            frequencies (seeded by ``seed``); a class index, a class name, or a list of them (``[3, 5]``,
-            ``"cat,dog"``) makes the images cycle through those classes, balanced.
+            frequencies (seeded by ``seed``, or by each image's seed with ``seeds``); a class index, a class name,
+            or a list of them (``[3, 5]``, ``"cat,dog"``) makes the images cycle through those classes, balanced.
         ema: ``None``: the weight-averaged generator when the model has one (``generator_ema_decay``), else the
             raw one; ``true``: the averaged one (an error without one); ``false``: the raw generator.
-        format: ``png`` (numbered files ``000000.png``, ...) or ``npz`` (one ``images.npz`` holding ``images``,
-            uint8 ``(N, H, W, C)``, and for a conditional model ``labels``, int64 ``(N,)``).
+        format: ``png`` (numbered files ``000000.png``, ..., or ``seed0007.png``, ... with ``seeds``) or ``npz``
+            (one ``images.npz`` holding ``images``, uint8 ``(N, H, W, C)``, for a conditional model ``labels``,
+            int64 ``(N,)``, and with ``seeds`` the ``seeds``, int64 ``(N,)``).
         overwrite: replace the images an earlier run wrote into ``output_dir`` (those files only; nothing else is
             ever deleted).
         interpolation_gif: also write an animated GIF to this path (outside ``output_dir`` for PNGs): 8 spherical
@@ -372,6 +489,12 @@ def generate(
         interpolation_steps: GIF frames between two keyframes.
         device: ``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``, ...
         progress: show a progress bar on stderr (only when it is a terminal).
+        seeds: one image per seed: ``0-35``, ``1,5,9``, or a mix (``0-3,10``); instead of ``num_images``.
+        truncation: ``psi``, the truncation trick as StyleGAN's interpolation towards the latent mean,
+            ``z' = mean + psi (z - mean)`` (``psi * z``: the package's latents are centred), not BigGAN's
+            resampling of ``|z_i| > threshold``: continuous in ``psi``, so each seed keeps its image, only more
+            typical (``1``: unchanged, ``0``: the mean latent's image for all; see :func:`truncate`). Applies to
+            the images and the GIF.
 
     Returns:
         The folder of PNGs, or the ``.npz`` file.
@@ -381,11 +504,21 @@ def generate(
         lit-gans generate --ckpt_path lightning_logs/lit-gans/abc123/checkpoints --num_images 10000 --output_dir fakes
         lit-gans generate --ckpt_path best.ckpt --num_images 64 --output_dir sevens --labels 7 --ema false
         lit-gans generate --ckpt_path last.ckpt --num_images 50000 --output_dir eval --format npz --seed 0
+        lit-gans generate --ckpt_path best.ckpt --seeds 0-35 --truncation 0.7 --output_dir favourites
     """
-    num_images = check_int("num_images", num_images)
+    if output_dir is None:
+        raise ValueError("output_dir is required: the folder to write the images into (--output_dir DIR)")
+    if (num_images is None) == (seeds is None):
+        raise ValueError(
+            "give either num_images (that many images from --seed) or seeds (one image per seed, e.g. --seeds 0-35)"
+            + (", not both" if seeds is not None else "")
+        )
+    seed_list = parse_seeds(seeds) if seeds is not None else None
+    num_images = len(seed_list) if seed_list is not None else check_int("num_images", num_images)
     batch_size = check_int("batch_size", batch_size)
     seed = check_int("seed", seed, minimum=0)
     interpolation_steps = check_int("interpolation_steps", interpolation_steps)
+    psi = check_float("truncation", truncation, inclusive=True, optional=True)
     check_choice("format", format, FORMATS)
     if ema is not None and not isinstance(ema, bool):
         raise ValueError(f"ema={ema!r} must be true, false or left out (None)")
@@ -401,13 +534,10 @@ def generate(
         check_writable(gif, "interpolation_gif")
     torch_device = _resolve_device(device)
     model = load_model(ckpt_path, map_location=torch_device)
-    if ema and model.generator_ema is None:
-        raise ValueError(
-            f"ema=True: the checkpoint's {type(model).__name__} has no weight-averaged generator (it was trained without "
-            "generator_ema_decay); leave ema out or pass false"
-        )
-    use_ema = model.generator_ema is not None if ema is None else ema
-    z, image_labels, array = _allocate(model, num_images, labels, seed, format)
+    use_ema = resolve_ema(model, ema)
+    z, image_labels, array = _allocate(model, num_images, labels, seed, format, seed_list)
+    if psi is not None:
+        z = truncate(model, z, psi)
     _prepare_output_dir(folder, format, overwrite)
 
     folders = class_folders(model.num_classes, model.class_names) if model.num_classes else []
@@ -422,7 +552,12 @@ def generate(
             )
         for name in sorted({folders[c] for c in image_labels.tolist()}):
             (folder / name).mkdir(exist_ok=True)
-    width = max(6, len(str(num_images - 1)))
+    if seed_list is not None:  # sorted by name, the files keep the order of the seeds' values
+        width = max(4, len(str(max(seed_list))))
+        file_names = [f"seed{s:0{width}d}.png" for s in seed_list]
+    else:
+        width = max(6, len(str(num_images - 1)))
+        file_names = [f"{index:0{width}d}.png" for index in range(num_images)]
     try:
         bar = tqdm(total=num_images, unit="img", desc="lit-gans generate", disable=None if progress else True)
         with bar:
@@ -435,9 +570,8 @@ def generate(
                     array[start : start + len(images)] = images
                 else:
                     for offset, image in enumerate(images):
-                        index = start + offset
                         target = folder if chunk_labels is None else folder / folders[int(chunk_labels[offset])]
-                        atomic_write_bytes(target / f"{index:0{width}d}.png", png_bytes(image), fsync=False)
+                        atomic_write_bytes(target / file_names[start + offset], png_bytes(image), fsync=False)
                 bar.update(len(images))
         result = folder
         if format == "npz":
@@ -445,18 +579,22 @@ def generate(
             payload = {"images": array}
             if image_labels is not None:
                 payload["labels"] = image_labels.numpy().astype(np.int64)
+            if seed_list is not None:
+                payload["seeds"] = np.asarray(seed_list, dtype=np.int64)
             buffer = io.BytesIO()
             np.savez(buffer, **payload)
             atomic_write_bytes(result, buffer.getvalue())
         if gif is not None:
-            write_interpolation_gif(model, gif, seed, labels, use_ema, interpolation_steps, batch_size)
+            write_interpolation_gif(model, gif, seed, labels, use_ema, interpolation_steps, batch_size, truncation=psi)
         manifest = {
             "ckpt_path": str(Path(ckpt_path)),
             "checkpoint_file": model.checkpoint_path,
             "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
             "generator_step": int(model.generator_step),
             "num_images": num_images,
-            "seed": seed,
+            "seed": seed if seed_list is None else None,
+            "seeds": seed_list,
+            "truncation": psi,
             "ema": use_ema,
             "labels": labels,
             "format": format,
@@ -475,13 +613,17 @@ def generate(
 
 
 def _allocate(
-    model: GAN, num_images: int, labels: Any, seed: int, file_format: str
+    model: GAN, num_images: int, labels: Any, seed: int, file_format: str, seeds: Optional[list[int]] = None
 ) -> tuple[Tensor, Optional[Tensor], Optional[np.ndarray]]:
-    """The seeded latents, the labels and (for npz) the image array, allocated before anything is written, so that
-    more images than the memory holds are refused in one line and leave no folder behind."""
+    """The seeded latents (one seed, or one per image of ``seeds``), the labels and (for npz) the image array,
+    allocated before anything is written, so that more images than the memory holds are refused in one line and
+    leave no folder behind."""
     try:
-        z = model.sample_latent(num_images, generator=torch.Generator().manual_seed(seed))
-        image_labels = _image_labels(model, num_images, labels, seed)
+        if seeds is not None:
+            z, image_labels = seed_latents(model, seeds, labels)
+        else:
+            z = model.sample_latent(num_images, generator=torch.Generator().manual_seed(seed))
+            image_labels = _image_labels(model, num_images, labels, seed)
         channels, height, width = model.image_shape
         array = np.empty((num_images, height, width, channels), dtype=np.uint8) if file_format == "npz" else None
     except (MemoryError, RuntimeError) as err:  # torch's allocators raise RuntimeErrors ("can't allocate memory")
@@ -525,14 +667,18 @@ def write_interpolation_gif(
     ema: Optional[bool] = None,
     steps: int = 8,
     batch_size: int = 250,
+    truncation: Optional[float] = None,
 ) -> Path:
     """An animated GIF of spherical interpolation (:func:`~lit_gans.latent.interpolate`): ``GIF_PATHS`` paths side
     by side, each looping through ``GIF_KEYFRAMES`` latents seeded by ``seed``, ``steps`` frames between two
-    keyframes; written atomically. A conditional model's path keeps one class (the labels as in :func:`generate`).
+    keyframes; written atomically. A conditional model's path keeps one class (the labels as in :func:`generate`);
+    ``truncation`` truncates the keyframes (:func:`truncate`).
     """
     path = Path(path)
     use_ema = model.generator_ema is not None if ema is None else ema
     keys = model.sample_latent(GIF_PATHS * GIF_KEYFRAMES, generator=torch.Generator().manual_seed(seed))
+    if truncation is not None:
+        keys = truncate(model, keys, truncation)
     keys = keys.view(GIF_PATHS, GIF_KEYFRAMES, -1)
     path_labels = _image_labels(model, GIF_PATHS, labels, seed)
     frames = []  # (frame, path, latent)
@@ -558,6 +704,6 @@ def write_interpolation_gif(
 
 
 __all__ = [
-    "checkpoint_to_sample", "class_folders", "describe_checkpoint", "generate", "import_class", "load_model", "png_bytes", "resolve_labels", "to_uint8",
-    "write_interpolation_gif",
+    "checkpoint_to_sample", "class_folders", "describe_checkpoint", "generate", "import_class", "load_model",
+    "parse_seeds", "png_bytes", "resolve_ema", "resolve_labels", "seed_latents", "to_uint8", "truncate", "write_interpolation_gif",
 ]

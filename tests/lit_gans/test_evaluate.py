@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from gan_testing import tiny_trainer_kwargs
 from lightning.pytorch import Callback, Trainer
+from PIL import Image
 
 from lit_gans import DCGAN
 from lit_gans.callbacks import BestCheckpoint, DiversityMonitor, FIDCallback
@@ -226,3 +228,110 @@ def test_an_unknown_command_is_one_line(capsys):
     with pytest.raises(SystemExit):
         main(["generat", "--ckpt_path", "x"])
     assert capsys.readouterr().err.strip().startswith("lit-gans: error: no command 'generat': use fit, generate")
+
+
+# ---------------------------------------------------------------------------------------------- --images DIR
+FID_ONLY = dict(feature_extractor="mnist", num_real=500, num_fake=200, batch_size=100)
+
+
+def fid_config(path: Path, mnist_dir: Path, **fid) -> Path:
+    return write_config(path, mnist_dir, model=MODEL, callbacks=[callback("lit_gans.callbacks.FIDCallback", **{**FID_ONLY, **fid})])
+
+
+def test_a_folder_written_by_generate_scores_as_its_checkpoint(trained, mnist_dir, tmp_path, monkeypatch, capsys):
+    """generate's default seed is FIDCallback's, so its 200 PNGs are the FID's 200 fakes, rounded to 8 bits."""
+    from lit_gans.datamodules.base import uint8_to_unit_range
+    from lit_gans.gan import GAN
+    from lit_gans.generate import generate, to_uint8
+
+    monkeypatch.setenv("LIT_GANS_CACHE", str(trained["root"] / "fit-cache"))
+    config = fid_config(tmp_path / "fid.yaml", mnist_dir)
+    folder = generate(trained["ckpt"], 200, str(tmp_path / "fakes"), device="cpu", progress=False)
+    from_images = main(["evaluate", "--images", str(folder), "--config", str(config)])
+    assert capsys.readouterr().out.splitlines()[-3] == f"lit-gans: the images in {folder}"
+    from_checkpoint = evaluate(trained["ckpt"], config)
+    print(f"FID of the PNGs {from_images['fid']:.8f}, of the checkpoint {from_checkpoint['fid']:.8f}")
+    # PNG rounds each pixel to the nearest of 256 grey levels: it moves by at most 1/255 in [-1, 1] (half a
+    # level), which moves the features, and so the FID, by far less than 0.1% (here by about 1e-4 of it)
+    assert from_images["fid"] == pytest.approx(from_checkpoint["fid"], rel=1e-3)
+    # the same 8-bit rounding applied to the checkpoint's images: exactly the same value
+    sample = GAN.sample
+
+    def rounded(self, *args, **kwargs):
+        uint8 = torch.from_numpy(to_uint8(sample(self, *args, **kwargs))).permute(0, 3, 1, 2)
+        return uint8_to_unit_range(uint8.contiguous())
+
+    monkeypatch.setattr(GAN, "sample", rounded)
+    assert evaluate(trained["ckpt"], config) == from_images
+    # a metric that asks for more images than the folder holds is refused in one line
+    with pytest.raises(ValueError) as excinfo:
+        evaluate(images=str(folder), config=config, num_fake=300)
+    assert "holds 200 images, and a metric of the config asks for more" in one_line_user_error(excinfo)
+
+
+def write_idx_images(mnist_dir: Path, folder: Path, n: int, size: int = 28, labels: bool = False) -> Path:
+    """The first ``n`` images of the data's training file, as PNGs (``size`` x ``size``), in class folders with
+    ``labels``."""
+    raw = mnist_dir / "MNIST" / "raw"
+    pixels = np.frombuffer((raw / "train-images-idx3-ubyte").read_bytes()[16:], dtype=np.uint8).reshape(-1, 28, 28)
+    classes = np.frombuffer((raw / "train-labels-idx1-ubyte").read_bytes()[8:], dtype=np.uint8)
+    for i in range(n):
+        target = folder / f"{classes[i]}_digit" if labels else folder
+        target.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels[i]).resize((size, size), Image.LANCZOS).save(target / f"real{i:05d}.png")
+    return folder
+
+
+def test_the_real_images_themselves_score_a_near_zero_fid(trained, mnist_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LIT_GANS_CACHE", str(trained["root"] / "fit-cache"))
+    config = fid_config(tmp_path / "fid.yaml", mnist_dir, num_fake=500)  # the 500 real images of the statistics
+    folder = write_idx_images(mnist_dir, tmp_path / "real", 500)
+    (folder / "notes.txt").write_text("left out: not an image")
+    fid = evaluate(images=str(folder), config=config)["fid"]
+    assert abs(fid) < 1e-3, fid
+    assert evaluate(trained["ckpt"], config)["fid"] > 1000 * max(abs(fid), 1e-6)  # a generator is far from it
+    # larger images are cropped and resized as a folder datamodule prepares them, and one line says so
+    evaluate(images=str(write_idx_images(mnist_dir, tmp_path / "large", 500, size=56)), config=config)
+    [note] = [line for line in capsys.readouterr().err.splitlines() if "note" in line]
+    assert note.startswith("lit-gans: note: 500 of the 500 images of") and "(e.g. real00000.png: 56x56)" in note
+
+
+def test_class_folders_serve_the_conditional_metrics(mnist_dir, tmp_path, monkeypatch):
+    """Real digits sorted into their class folders: ConditionalAccuracy finds each image of its class."""
+    monkeypatch.setenv("LIT_GANS_CACHE", str(tmp_path / "cache"))
+    accuracy = callback("lit_gans.callbacks.ConditionalAccuracy", classifier="mnist", num_per_class=10)
+    config = write_config(tmp_path / "c.yaml", mnist_dir, model={**MODEL, "conditioning": "concat"}, callbacks=[accuracy])
+    folder = write_idx_images(mnist_dir, tmp_path / "by_class", 300, labels=True)
+    results = evaluate(images=str(folder), config=config)
+    assert results["conditional/accuracy"] >= 0.9
+    flat = write_idx_images(mnist_dir, tmp_path / "flat", 300)
+    with pytest.raises(ValueError) as excinfo:  # no class folders: no class-conditional images
+        evaluate(images=str(flat), config=config)
+    assert "num_classes=0" in one_line_user_error(excinfo)
+
+
+def test_images_refusals(trained, mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIT_GANS_CACHE", str(trained["root"] / "fit-cache"))
+    config = fid_config(tmp_path / "fid.yaml", mnist_dir)
+    (tmp_path / "empty").mkdir()
+    mixed = write_idx_images(mnist_dir, tmp_path / "mixed", 3, labels=True)
+    Image.new("L", (28, 28)).save(mixed / "top.png")
+    broken = write_idx_images(mnist_dir, tmp_path / "broken", 3)
+    (broken / "half.png").write_bytes((broken / "real00000.png").read_bytes()[:40])
+    three = tmp_path / "three"
+    for c in range(3):
+        write_idx_images(mnist_dir, three / f"{c}", 2)
+    cases = [
+        (dict(images=str(tmp_path / "nowhere")), FileNotFoundError, "no such folder"),
+        (dict(images=str(tmp_path / "empty")), ValueError, "holds no image files"),
+        (dict(images=str(mixed)), ValueError, "both at its top"),
+        (dict(images=str(broken)), ValueError, "half.png"),
+        (dict(images=str(three)), ValueError, "has 3 class folders (0, 1, 2), the config's data 10 classes"),
+        (dict(images=str(broken), ema=True), ValueError, "ema"),
+        (dict(images=str(broken), ckpt_path=trained["ckpt"]), ValueError, "not both"),
+        (dict(), ValueError, "give one"),
+    ]
+    for kwargs, error, words in cases:
+        with pytest.raises(error) as excinfo:
+            evaluate(config=config, **kwargs)
+        assert words in one_line_user_error(excinfo), kwargs

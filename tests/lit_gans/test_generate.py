@@ -401,3 +401,115 @@ def test_a_gan_built_from_network_objects_says_how_to_load_it(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     loaded = GAN.load_from_checkpoint(path, **networks())  # what the line says works
     assert loaded.sample(2).shape == (2, 1, 4, 4)
+
+
+# ---------------------------------------------------------------------------------------------- seeds and truncation
+def by_seed(model, seeds, psi: float = 1.0) -> torch.Tensor:
+    """The latent of each seed drawn alone, truncated by hand: psi * z (the latents are centred)."""
+    return psi * torch.cat([model.sample_latent(1, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+def test_each_seed_gives_its_own_image_alone_or_among_others(ckpts, tmp_path):
+    from lit_gans.generate import parse_seeds
+
+    model = load_model(ckpts["ema"])
+    many = run(ckpts["ema"], tmp_path / "many", n=None, seeds="0-9,12", batch_size=4)
+    assert sorted(p.name for p in many.glob("*.png")) == [f"seed{s:04d}.png" for s in [*range(10), 12]]
+    alone = run(ckpts["ema"], tmp_path / "alone", n=None, seeds=7)
+    mixed = run(ckpts["ema"], tmp_path / "mixed", n=None, seeds=[3, "7", "1-2"])
+    assert pngs(alone)["seed0007.png"] == pngs(mixed)["seed0007.png"] == pngs(many)["seed0007.png"]
+    expected = to_uint8(model.sample(z=by_seed(model, parse_seeds("0-9,12"))))
+    for i, s in enumerate(parse_seeds("0-9,12")):
+        assert np.array_equal(pixels(many / f"seed{s:04d}.png"), expected[i, ..., 0])
+    manifest = json.loads((many / "generate.json").read_text())
+    assert manifest["seeds"] == [*range(10), 12] and manifest["num_images"] == 11 and manifest["seed"] is None
+    with pytest.raises(ValueError, match="already holds generated images"):  # seed-named files are generate's own
+        run(ckpts["ema"], many, n=None, seeds="0-3")
+    with np.load(run(ckpts["ema"], tmp_path / "npz", n=None, seeds="12,7", format="npz")) as data:
+        assert data["seeds"].tolist() == [12, 7]
+        assert np.array_equal(data["images"][1], expected[7])
+
+
+def test_a_seed_draws_a_conditional_models_class_too(ckpts, tmp_path):
+    model = load_model(ckpts["conditional"])
+    folders = class_folders(K, NAMES)
+    with pytest.warns(UserWarning, match="get no image"):
+        alone = run(ckpts["conditional"], tmp_path / "alone", n=None, seeds="5")
+    many = run(ckpts["conditional"], tmp_path / "many", n=None, seeds="0-15")
+    [path] = alone.rglob("seed0005.png")
+    assert pngs(alone)[str(path.relative_to(alone))] == pngs(many)[str(path.relative_to(alone))]
+    generator = torch.Generator().manual_seed(5)
+    z = model.sample_latent(1, generator=generator)
+    label = model.draw_labels(1, generator=generator)  # after the latent, from the same generator
+    assert path.parent.name == folders[int(label)]
+    assert np.array_equal(pixels(path), to_uint8(model.sample(z=z, labels=label))[0, ..., 0])
+    with pytest.warns(UserWarning):  # listed classes cycle through the seeds
+        listed = run(ckpts["conditional"], tmp_path / "listed", n=None, seeds="4-6", labels="dog/x")
+    assert sorted(str(p.relative_to(listed)) for p in listed.rglob("*.png")) == [
+        f"1_dog_x/seed000{s}.png" for s in (4, 5, 6)
+    ]
+
+
+@pytest.mark.parametrize(
+    "seeds, words",
+    [("3-1", ["seeds='3-1'", "backwards"]), ("1,x", ["seeds='1,x'", "'x'"]), ("2,1-3", ["seed 2 more than once"]),
+     ("-4", ["'-4'", "integers >= 0"]), ("", ["no seed"])],
+)
+def test_bad_seeds_are_refused_in_one_line(ckpts, tmp_path, seeds, words):
+    with pytest.raises(ValueError) as excinfo:
+        run(ckpts["plain"], tmp_path / "out", n=None, seeds=seeds)
+    one_line_error(excinfo, *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_num_images_or_seeds_not_both_nor_neither(ckpts, tmp_path):
+    for n, seeds, word in ((3, "0-2", "not both"), (None, None, "give either")):
+        with pytest.raises(ValueError) as excinfo:
+            run(ckpts["plain"], tmp_path / "out", n=n, seeds=seeds)
+        one_line_error(excinfo, "num_images", "seeds", word)
+
+
+def test_truncation_moves_each_latent_towards_the_mean(ckpts, tmp_path):
+    from lit_gans.generate import truncate
+
+    model = load_model(ckpts["ema"])
+    untruncated = run(ckpts["ema"], tmp_path / "plain", n=None, seeds="0-5")
+    assert pngs(run(ckpts["ema"], tmp_path / "one", n=None, seeds="0-5", truncation=1.0)) == pngs(untruncated)
+    half = run(ckpts["ema"], tmp_path / "half", n=None, seeds="0-5", truncation=0.5)
+    expected = to_uint8(model.sample(z=by_seed(model, range(6), psi=0.5)))
+    assert all(np.array_equal(pixels(half / f"seed{s:04d}.png"), expected[s, ..., 0]) for s in range(6))
+    assert pngs(half) != pngs(untruncated)
+    z = seeded(model, 64)
+    norms = [truncate(model, z, psi).norm(dim=1) for psi in (1.0, 0.7, 0.3, 0.0)]
+    assert torch.equal(norms[0], z.norm(dim=1)) and torch.allclose(norms[1], 0.7 * norms[0])
+    assert (norms[2] < norms[1]).all() and (norms[3] == 0).all()
+    # psi=0: every seed's image is the mean latent's, the same for all
+    mean = pngs(run(ckpts["ema"], tmp_path / "mean", n=None, seeds="0-3", truncation=0.0))
+    assert len(set(mean.values())) == 1
+    # the N-image mode truncates the same way; the manifest says so
+    out = run(ckpts["ema"], tmp_path / "n", n=4, seed=9, truncation=0.5)
+    assert np.array_equal(pixels(out / "000002.png"), to_uint8(model.sample(z=0.5 * seeded(model, 4, seed=9)))[2, ..., 0])
+    assert json.loads((out / "generate.json").read_text())["truncation"] == 0.5
+    with pytest.raises(ValueError) as excinfo:
+        run(ckpts["ema"], tmp_path / "neg", n=4, truncation=-0.5)
+    one_line_error(excinfo, "truncation=-0.5")
+
+
+def test_truncation_leaves_infogans_codes_alone():
+    from lit_gans.generate import truncate
+    from lit_gans.models import InfoGAN
+
+    model = InfoGAN(noise_dim=6, categorical_dim=3, continuous_dim=2, generator_width=4, discriminator_width=4)
+    z = model.sample_latent(5, generator=torch.Generator().manual_seed(0))
+    truncated = truncate(model, z, 0.5)
+    assert torch.equal(truncated[:, :6], 0.5 * z[:, :6]) and torch.equal(truncated[:, 6:], z[:, 6:])
+
+
+def test_the_command_takes_seeds_and_truncation(ckpts, tmp_path, capsys):
+    from lit_gans.cli import main
+
+    main(["generate", "--ckpt_path", str(ckpts["plain"]), "--seeds", "0-35", "--truncation", "0.7", "--output_dir",
+          str(tmp_path / "command"), "--device", "cpu", "--progress", "false"])  # fmt: skip
+    said = capsys.readouterr().out.strip().splitlines()[-1]
+    assert said == f"lit-gans: wrote 36 images to {tmp_path / 'command'} from {ckpts['plain']} (generator step 2)"
+    assert pngs(tmp_path / "command") == pngs(run(ckpts["plain"], tmp_path / "function", n=None, seeds="0-35", truncation=0.7))
