@@ -25,7 +25,7 @@ from lit_gans.evaluate import format_metrics, write_metrics_json
 from lit_gans.files import DISK_FULL, WriteError, check_writable
 from lit_gans.fit_cli import CLI_OPTIONS, GANCLI
 from lit_gans.gan import GAN, NonFiniteLossError
-from lit_gans.generate import describe_checkpoint, import_class
+from lit_gans.generate import describe_checkpoint, import_class, parse_seeds
 from lit_gans.preemption import PREEMPTED_EXIT_STATUS, exit_on_sigterm
 
 PACKAGE_DIRS = tuple(str(Path(m.__file__).parent) for m in (lit_gans, lit_gans.callbacks, lit_gans.datamodules))
@@ -91,7 +91,9 @@ def console_main() -> int:
 
 
 #: ``lit-gans <command>`` for what comes after training: the function each runs (its signature is the parser)
-COMMANDS = {"generate": "lit_gans.generate.generate", "evaluate": "lit_gans.evaluate.evaluate"}
+COMMANDS = {
+    "generate": "lit_gans.generate.generate", "evaluate": "lit_gans.evaluate.evaluate", "export": "lit_gans.export.export",
+}
 #: Lightning's other subcommands: what each means for a GAN
 ALIASES = {"validate": "evaluate", "test": "evaluate"}
 NOT_FOR_GANS = {"predict": "a GAN predicts nothing from data: `lit-gans generate --ckpt_path CKPT --num_images N "
@@ -128,12 +130,17 @@ def run_command(name: str, args: list[str], prog: str) -> Any:
         check_writable(output_json, "output_json")
     result = function(**kwargs)
     if name == "evaluate":
-        print(f"lit-gans: {describe_checkpoint(kwargs['ckpt_path'])}")
+        images = kwargs.get("images")
+        print(f"lit-gans: {describe_checkpoint(kwargs['ckpt_path']) if images is None else f'the images in {images}'}")
         print(format_metrics(result), flush=True)
         if output_json is not None:
             write_metrics_json(output_json, result)
+    elif name == "export":
+        pushed = f", uploaded to https://huggingface.co/{kwargs['push_to_hub']}" if kwargs.get("push_to_hub") else ""
+        print(f"lit-gans: wrote {result} ({kwargs['format']}) from {describe_checkpoint(kwargs['ckpt_path'])}{pushed}")
     else:
-        print(f"lit-gans: wrote {kwargs['num_images']} images to {result} from {describe_checkpoint(kwargs['ckpt_path'])}")
+        count = len(parse_seeds(kwargs["seeds"])) if kwargs.get("seeds") is not None else kwargs["num_images"]
+        print(f"lit-gans: wrote {count} images to {result} from {describe_checkpoint(kwargs['ckpt_path'])}")
     return result
 
 
