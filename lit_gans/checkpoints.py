@@ -35,6 +35,8 @@ from lit_gans.files import TEMPORARY_FILE, atomic_write_bytes
 from lit_gans.validation import check_float, check_int
 
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "loops")
+#: the config a fit saved in its run folder, beside ``checkpoints/`` (:class:`lit_gans.fit_cli.RunConfig`)
+RUN_CONFIG = "config.yaml"
 #: how torch names the object that its restricted unpickler (``weights_only=True``) refused to build
 #: what a metric's name may not put into a file name: ``conditional/accuracy`` -> ``best-conditional_accuracy-...``
 FILE_UNSAFE = re.compile(r"[^\w.-]+")  # \w is Unicode-aware: the calligraphy classes' characters are kept
@@ -103,10 +105,30 @@ def newest_first(folder: Union[str, os.PathLike]) -> list[Path]:
     return sorted(Path(folder).glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
+def checkpoint_folder(folder: Union[str, os.PathLike]) -> Path:
+    """The folder of checkpoints that ``folder`` means: a run folder (``<save_dir>/<project>/<run id>``) holding no
+    ``*.ckpt`` of its own means its ``checkpoints/``; any other folder itself."""
+    folder = Path(folder)
+    inner = folder / "checkpoints"
+    return inner if inner.is_dir() and not any(folder.glob("*.ckpt")) else folder
+
+
+def find_run_config(ckpt_path: Union[str, os.PathLike]) -> Optional[Path]:
+    """The config a checkpoint's fit saved in its run folder (:data:`RUN_CONFIG`), for a checkpoint file, its
+    ``checkpoints/`` folder or the run folder; ``None`` when there is none (a run trained before fits saved one)."""
+    path = Path(ckpt_path)
+    folder = path if path.is_dir() else path.parent
+    for candidate in (folder, folder.parent):
+        if (candidate / RUN_CONFIG).is_file() and (candidate / "checkpoints").is_dir():
+            return candidate / RUN_CONFIG
+    return None
+
+
 def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
-    """The checkpoint to resume from: ``path`` itself when it is a valid checkpoint file; for a folder, or a file
-    that turns out corrupt, the newest valid ``*.ckpt`` beside it (by modification time), with a warning naming
-    every corrupt one skipped. Temporary files left by a run killed while saving are removed.
+    """The checkpoint to resume from: ``path`` itself when it is a valid checkpoint file; for a folder (a run folder
+    means its ``checkpoints/``), or a file that turns out corrupt, the newest valid ``*.ckpt`` beside it (by
+    modification time), with a warning naming every corrupt one skipped. Temporary files left by a run killed while
+    saving are removed.
 
     Raises:
         FileNotFoundError: when ``path`` does not exist, or no valid checkpoint exists there (naming what is wrong
@@ -115,7 +137,7 @@ def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint file or folder at {path}")
-    folder = path if path.is_dir() else path.parent
+    folder = checkpoint_folder(path) if path.is_dir() else path.parent
     remove_stale_temporaries(folder)
     candidates = [] if path.is_dir() else [path]
     candidates += [p for p in newest_first(folder) if p != path]
@@ -132,18 +154,17 @@ def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
 
 
 def checkpoint_to_sample(folder: Union[str, os.PathLike]) -> Path:
-    """The checkpoint of a run's folder to sample from or evaluate: the best by its metric among those a
-    :class:`BestCheckpoint` (or any monitoring ``ModelCheckpoint``) saved, by the metric's ``mode`` (the lowest
-    FID, the highest accuracy; the newer of equal ones); else the newest ``best-*.ckpt`` that records no metric,
-    else the newest other ``*.ckpt`` (``last.ckpt``). Files
-    that do not load are skipped (weights only: no optimizer state needed). A folder holding the best checkpoints of
+    """The checkpoint of a run's folder (or of its ``checkpoints/``) to sample from or evaluate: the best by its
+    metric among those a :class:`BestCheckpoint` (or any monitoring ``ModelCheckpoint``) saved, by the metric's
+    ``mode`` (the lowest FID, the highest accuracy; the newer of equal ones); else the newest ``best-*.ckpt`` that
+    records no metric, else the newest other ``*.ckpt`` (``last.ckpt``). Files that do not load are skipped (weights only: no optimizer state needed). A folder holding the best checkpoints of
     several metrics is ranked by the metric of its newest one.
 
     Raises:
         FileNotFoundError: no loadable checkpoint in ``folder``.
     """
     scored, unscored = [], []
-    for path in newest_first(folder):
+    for path in newest_first(checkpoint_folder(folder)):
         try:
             checkpoint = load_checkpoint_file(path, mmap=True)
         except Exception:  # unreadable, or refused (UnsafeCheckpointError)
@@ -241,7 +262,7 @@ def lock_checkpoint_folder(folder: Union[str, os.PathLike]) -> None:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             if err.errno not in (errno.EAGAIN, errno.EACCES):  # a filesystem without locks: say so, go on
-                rank_zero_warn(f"lit_gans: cannot lock {path} ({err.strerror}); nothing stops a second fit writing there")
+                rank_zero_warn(f"lit-gans: cannot lock {path} ({err.strerror}); nothing stops a second fit writing there")
                 return
             raise ValueError(
                 f"checkpoint folder {folder} is in use by another fit (pid {holder}): wait for it to end or stop it, "
@@ -351,7 +372,7 @@ class LastCheckpoint(_LocksFolder):
         self._saved_step, self._saved_time = _generator_step(pl_module), time.monotonic()
         if trainer.is_global_zero:
             for stale in remove_stale_temporaries(self.dirpath):
-                rank_zero_info(f"lit_gans: removed {stale}, left by a run killed while saving")
+                rank_zero_info(f"lit-gans: removed {stale}, left by a run killed while saving")
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = _generator_step(pl_module)

@@ -1,6 +1,7 @@
-"""The ``fit`` command's parser: :class:`GANCLI`, LightningCLI over every GAN and DataModule of the package, and
-what a resumed fit takes from its checkpoint (the model's arguments, the W&B run). :mod:`lit_gans.cli` runs it;
-:mod:`lit_gans.evaluate` parses a fit config with it.
+"""The ``fit`` command's parser: :class:`GANCLI`, LightningCLI over every GAN and DataModule of the package, with a
+group of its own for each of the package's callbacks (:data:`CALLBACK_GROUPS`: ``--fid.num_fake=2000``), the
+run's config saved in its folder (:class:`RunConfig`), and what a resumed fit takes from its checkpoint (the
+model's arguments, the W&B run). :mod:`lit_gans.cli` runs it; :mod:`lit_gans.evaluate` parses a fit config with it.
 
 Example::
 
@@ -12,23 +13,57 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from jsonargparse import Namespace
-from lightning.pytorch.cli import LightningCLI
+from jsonargparse import ArgumentError, Namespace
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lit_gans.checkpoints import load_checkpoint_file, resolve_checkpoint
+from lit_gans.callbacks import (
+    BestCheckpoint, ClassificationAccuracyScore, ConditionalAccuracy, DiversityMonitor, FIDCallback,
+    GradientNormMonitor, LastCheckpoint, SampleGrid,
+)  # fmt: skip
+from lit_gans.callbacks.base import image_dir
+from lit_gans.checkpoints import RUN_CONFIG, load_checkpoint_file, newest_first, resolve_checkpoint
+from lit_gans.datamodules import ImageFolderDataModule
+from lit_gans.files import atomic_write_bytes
 from lit_gans.gan import preemption_checkpoint_path
 from lit_gans.generate import import_class
 from lit_gans.loggers import wandb_run_in_checkpoint
 from lit_gans.preemption import PREEMPTED_EXIT_STATUS
 
 CHECKPOINT_ALIASES = ("last", "best", "hpc", "registry")
+#: Lightning's names for a checkpoint of the trainer's own run folder, which a fit started by a command has just
+#: made, empty: refused (see :meth:`GANCLI._parse_ckpt_path`)
+OWN_RUN_ALIASES = ("last", "best")
+#: the package's callbacks, each a group of its own (``--fid.every_n_generator_steps=100``; ``fid:`` in a config
+#: changes only that callback, ``fid: null`` leaves it out): group -> (base class, what it does). Before the
+#: trainer is built they join ``trainer.callbacks``, ahead of any listed there.
+CALLBACK_GROUPS: dict[str, tuple[type, str]] = {
+    "fid": (FIDCallback, "FID (and KID, IS, precision/recall) of the fakes against the real data"),
+    "diversity": (DiversityMonitor, "MS-SSIM mode-collapse flag and mode coverage"),
+    "conditional_accuracy": (ConditionalAccuracy, "the share of fakes a classifier reads as the class asked for"),
+    "cas": (ClassificationAccuracyScore, "Classification Accuracy Score: a classifier trained on fakes, tested on real data"),
+    "gradient_norms": (GradientNormMonitor, "gradient norms of G and D"),
+    "samples": (SampleGrid, "the fixed-noise sample grid, an interpolation strip and the grid's GIF over training"),
+    "best_checkpoint": (BestCheckpoint, "the checkpoint of the best value of a metric (monitor)"),
+    "last_checkpoint": (LastCheckpoint, "last.ckpt for resuming, on a schedule, on SIGTERM and at the end"),
+}
+#: the arguments of ``Trainer.fit`` itself, which a run's saved config leaves out: it configures a run (a
+#: ``--config`` of ``fit`` or ``evaluate``), and the resumed checkpoint is not part of that
+FIT_ONLY_KEYS = ("ckpt_path", "weights_only")
+CKPT_PATH_HELP = (
+    "Resume a run: its run folder (lightning_logs/lit-gans/<run id>), its checkpoints/ folder (the newest valid "
+    "checkpoint there) or a checkpoint file. The model's arguments come from the checkpoint; the command line may "
+    "change the budget. Lightning's `last` and `best` (checkpoints of the trainer's own, new run folder, which is "
+    "empty) are refused: name the run."
+)
 #: the model arguments that a resumed fit may change on the command line without changing how G and D train: the
 #: budget, the sample grid's size, the divergence guard, speed settings, the weight average kept beside G. Any
 #: other change continues the run as another one: refused where it would write into the checkpoint's run, unless
@@ -58,7 +93,24 @@ class GANCLI(LightningCLI):
         # validation loss, and Lightning's help for them would describe what they do not do
         return {"fit": LightningCLI.subcommands()["fit"]}
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> Any:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        for action in parser._actions:  # Trainer.fit's help says nothing of run folders, nor of `last` in a new process
+            if action.dest == "ckpt_path":
+                action.help = CKPT_PATH_HELP
+        return parser
+
     def add_arguments_to_parser(self, parser: Any) -> None:
+        for key, (cls, what) in CALLBACK_GROUPS.items():
+            parser.add_subclass_arguments(
+                cls, key, required=False,
+                help=f"{what}: a {cls.__name__}; --{key}.SETTING=VALUE sets one setting, --{key}.help {cls.__name__} "
+                f"lists them, --{key}=null leaves it out (the default)",
+            )  # fmt: skip
+        parser.add_argument(
+            "--name", type=Optional[str], default=None,
+            help="the W&B run's name (default: its model and data, e.g. DCGAN-MNIST or DCGAN-<image folder>64)",
+        )  # fmt: skip
         parser.add_argument(
             "--allow_resume_changes", type=bool, default=False,
             help="with --ckpt_path: let command-line model arguments change how the resumed run trains (anything "
@@ -96,7 +148,14 @@ class GANCLI(LightningCLI):
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         self._command_line = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
-        super().parse_arguments(parser, args)
+        refuse_unnamed_callback_flags(self._command_line)
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            if not getattr(self, "_subcommand_parsers", None):  # a CLI without subcommands (evaluate's) says it its way
+                raise
+            # the parsers of `lit-gans fit` do not exit (cli.py): one line, not a usage text
+            raise ValueError(parse_error_line(err)) from None
 
     def _parse_ckpt_path(self) -> None:
         """``--ckpt_path``: a checkpoint file or a folder (its newest valid checkpoint; a corrupt file falls back
@@ -116,6 +175,15 @@ class GANCLI(LightningCLI):
                 "code that a checkpoint file names; lit-gans checkpoints need none)"
             )
         config["weights_only"] = True  # Lightning's own load of the resumed checkpoint: explicit, and restricted
+        if path in OWN_RUN_ALIASES:
+            # Lightning looks for them in the checkpoint folder of this trainer's run, which a fit started by a
+            # command has just made (a new W&B run id): it would warn and train from scratch
+            newest = newest_run_checkpoint(config.get("trainer"))
+            raise ValueError(
+                f"--ckpt_path={path}: a new fit's run folder holds no checkpoint yet; name the run to resume: "
+                "--ckpt_path <run folder or checkpoint>"
+                + (f" (the newest here: --ckpt_path {newest.parent.parent})" if newest is not None else "")
+            )
         if path in CHECKPOINT_ALIASES:
             return
         if not Path(path).exists():
@@ -131,6 +199,8 @@ class GANCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        self._config_as_given = config.clone()  # what RunConfig saves: the callback groups as groups, no W&B run id
+        join_callback_groups(config)
         # the data's shape is linked into the model at instantiation, over whatever the command line said
         explicit = "image_shape" in command_line_model_keys(self._command_line) and "model" in config
         self._requested_image_shape = config.model.init_args.get("image_shape") if explicit else None
@@ -138,11 +208,17 @@ class GANCLI(LightningCLI):
         self._requested_conditioning = config.model.init_args.get("conditioning")
         if self.subcommand == "fit" and config.get("ckpt_path") not in (None, *CHECKPOINT_ALIASES):
             continue_wandb_run(config.trainer.logger, config["ckpt_path"])
-        if config.get("config") and "trainer" in config:
-            name_wandb_run(config.trainer.logger, Path(str(config.config[0])).stem)
+        if "trainer" in config:
+            if config.get("name") and self.subcommand == "fit" and not has_wandb_logger(config.trainer.logger):
+                raise ValueError(f"--name={config.name} names the W&B run, and the config's logger is no W&B logger: "
+                                 "name the run with the logger's own argument (--trainer.logger.init_args....)")
+            name_wandb_run(config.trainer.logger, config.get("name") or run_name(config), replace=bool(config.get("name")))
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
+        for callback in self.trainer.callbacks if getattr(self, "trainer", None) is not None else []:
+            if isinstance(callback, RunConfig):
+                callback.config = self._config_as_given
         requested, linked = self._requested_image_shape, getattr(self.datamodule, "image_shape", None)
         if requested is not None and linked is not None and tuple(requested) != tuple(linked):
             raise ValueError(
@@ -171,6 +247,118 @@ class GANCLI(LightningCLI):
                     file=sys.stderr,
                 )
             raise SystemExit(PREEMPTED_EXIT_STATUS) from None
+
+
+class RunConfig(SaveConfigCallback):
+    """Saves a fit's configuration as ``config.yaml`` in its run's folder, beside ``checkpoints/`` and ``images/``
+    (``<save_dir>/<project>/<run id>/`` with W&B, :func:`run_folder`), where ``lit-gans evaluate --ckpt_path RUN``
+    finds it: one file per run, where Lightning's ``SaveConfigCallback`` rewrote one ``config.yaml`` in the
+    logger's ``save_dir`` at every run. The file is a config of the run, as ``fit --config`` and ``evaluate
+    --config`` take it: without ``Trainer.fit``'s own arguments (:data:`FIT_ONLY_KEYS`: the resumed checkpoint),
+    with the model arguments the run trains with (a resume's, from its checkpoint). Written when training starts
+    (the checkpoint folder is known then; a fit that fails at setup leaves none), atomically, by rank 0; a resume
+    rewrites it."""
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        pass  # Lightning's writes to the logger's save_dir here
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.already_saved or not trainer.is_global_zero:
+            return
+        config = self.config.clone()
+        for key in FIT_ONLY_KEYS:
+            config.pop(key, None)
+        text = self.parser.dump(config, skip_none=False, skip_check=True)
+        atomic_write_bytes(run_folder(trainer) / RUN_CONFIG, text.encode())
+        self.already_saved = True
+
+
+def run_folder(trainer: Any) -> Path:
+    """A fit's run folder: the one above its checkpoint folder (``<save_dir>/<project>/<run id>`` with W&B, Lightning's
+    ``<save_dir>/<name>/<version>`` with other loggers), else the one above its images (:func:`image_dir`)."""
+    folders = [c.dirpath for c in trainer.callbacks if isinstance(c, LastCheckpoint) and c.dirpath]
+    folders += [c.dirpath for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
+    return Path(folders[0]).parent if folders else image_dir(trainer).parent
+
+
+def join_callback_groups(config: Namespace) -> None:
+    """Move the :data:`CALLBACK_GROUPS` that a config sets into ``trainer.callbacks``, ahead of those listed there,
+    in the groups' order, and refuse a class that both name (two LastCheckpoints would write one ``last.ckpt``)."""
+    if "trainer" not in config:
+        return
+    listed = config.trainer.get("callbacks")
+    listed = [] if listed is None else list(listed) if isinstance(listed, list) else [listed]
+    listed_classes = {import_class(e.class_path) if isinstance(e, Namespace) else type(e) for e in listed}
+    grouped = []
+    for key, _ in CALLBACK_GROUPS.items():
+        entry = config.get(key)
+        if entry is None:
+            continue
+        cls = import_class(entry.class_path)
+        if cls in listed_classes:
+            raise ValueError(
+                f"trainer.callbacks has a {cls.__name__}, and so has the {key} group: set it in the group (--{key}.SETTING "
+                f"or `{key}:` in a config), or leave the group out ({key}: null)"
+            )
+        grouped.append(entry)
+        config[key] = None
+    if grouped:
+        config.trainer["callbacks"] = grouped + listed
+
+
+def refuse_unnamed_callback_flags(command_line: list[str]) -> None:
+    """``--trainer.callbacks.SETTING=V`` sets SETTING of whichever callback comes last in ``trainer.callbacks``
+    (jsonargparse's rule): refused unless the command line itself appended that callback before it
+    (``--trainer.callbacks+=CLASS``); the package's callbacks have groups of their own."""
+    appended = False
+    for token in command_line:
+        flag = token.split("=", 1)[0]
+        if flag in ("--trainer.callbacks", "--trainer.callbacks+"):
+            appended = True
+        elif flag.startswith("--trainer.callbacks.") and not appended:
+            setting = flag.rsplit(".", 1)[-1]
+            raise ValueError(
+                f"{flag}: would change whichever callback comes last in trainer.callbacks; set a callback's setting in "
+                f"its own group, e.g. --fid.{setting} or --last_checkpoint.{setting} (groups: "
+                f"{', '.join(CALLBACK_GROUPS)}; lit-gans fit --help)"
+            )
+
+
+#: the lines of a jsonargparse error that say how it searched, not what is wrong
+_PARSE_ERROR_NOISE = (
+    "Does not validate against", "Subtypes:", "Errors:", "Problem with given class_path", "Expected a <class 'NoneType'>",
+    "Given value type:", "Given value:",
+)  # fmt: skip
+
+
+def parse_error_line(err: ArgumentError) -> str:
+    """jsonargparse's error as one line naming the flag: a callback group's error nests the setting's own
+    (``Parser key "fid": ... Parser key "num_fake": Expected a <class 'int'>. Got value: many`` becomes
+    ``--fid.num_fake: Expected a int. Got value: many``), under lines that say which types were tried."""
+    flag, reasons = "", []
+    for line in (line.strip().lstrip("- ").strip() for line in str(err).splitlines()):
+        key = re.fullmatch(r'Parser key "([^"]+)":?', line)
+        if key:
+            flag = f"{flag}.{key[1]}" if flag else f"--{key[1]}"
+        elif line and not line.startswith(_PARSE_ERROR_NOISE):
+            reasons.append(re.sub(r"<class '([\w.]+)'>", r"\1", line))
+    reasons = list(dict.fromkeys(reasons)) or ["cannot parse the command line"]
+    return f"fit: {flag + ': ' if flag else ''}{'; '.join(reasons)} (lit-gans fit --help lists the options)"
+
+
+def newest_run_checkpoint(trainer_config: Any) -> Optional[Path]:
+    """The newest ``last.ckpt`` (else any checkpoint) under the W&B logger's ``save_dir`` of ``trainer_config``
+    (``<save_dir>/<project>/<run id>/checkpoints/``), for a message; ``None`` when there is none."""
+    save_dir = "lightning_logs"
+    logger = trainer_config.get("logger") if isinstance(trainer_config, Namespace) else None
+    for entry in logger if isinstance(logger, list) else [logger]:
+        if isinstance(entry, Namespace) and (entry.get("init_args") or Namespace()).get("save_dir"):
+            save_dir = entry.init_args.save_dir
+            break
+    folders = sorted(Path(save_dir).glob("*/*/checkpoints"))
+    found = [path for folder in folders for path in newest_first(folder)]
+    found.sort(key=lambda p: (p.name == "last.ckpt", p.stat().st_mtime), reverse=True)
+    return found[0] if found else None
 
 
 def command_line_model_keys(command_line: list[str]) -> set[str]:
@@ -220,7 +408,7 @@ def apply_checkpoint_hyperparameters(model_config: Namespace, checkpoint_path: s
             continue
         if key in command_line_keys:
             rank_zero_info(
-                f"lit_gans: --model.init_args.{key}={_describe(current)} overrides the checkpoint's "
+                f"lit-gans: --model.init_args.{key}={_describe(current)} overrides the checkpoint's "
                 f"{_describe(_or_default(key, saved, defaults))}"
             )
             if key not in RESUME_SETTINGS:
@@ -230,7 +418,7 @@ def apply_checkpoint_hyperparameters(model_config: Namespace, checkpoint_path: s
         else:
             init_args[key] = _namespace(saved)
             rank_zero_info(
-                f"lit_gans: {key}={_describe(_or_default(key, saved, defaults))} from the checkpoint (the config says "
+                f"lit-gans: {key}={_describe(_or_default(key, saved, defaults))} from the checkpoint (the config says "
                 f"{_describe(_or_default(key, current, defaults))}; pass --model.init_args.{key}=... to change it)"
             )
     report_optimizer_settings(init_args, checkpoint.get("optimizer_states") or [], checkpoint_path, command_line_keys)
@@ -267,7 +455,7 @@ def report_optimizer_settings(init_args: Namespace, states: list[Any], checkpoin
                     f"continues with its saved state, {name}={_plain(saved[name])!r}); start a new run to change it"
                 )
             rank_zero_info(
-                f"lit_gans: {key} {name}={_plain(saved[name])!r} from the checkpoint (the config says {value!r}; an "
+                f"lit-gans: {key} {name}={_plain(saved[name])!r} from the checkpoint (the config says {value!r}; an "
                 "optimizer resumes with its saved settings)"
             )
 
@@ -356,16 +544,49 @@ def continue_wandb_run(logger_config: Any, checkpoint_path: str) -> None:
         if "resume" in init_args and init_args["resume"] is None:  # Lightning's "allow" unless the config says otherwise
             init_args["resume"] = "allow"
         entry["init_args"] = init_args
-        rank_zero_info(f"lit_gans: continuing W&B run {run['id']} of project {run['project']}")
+        rank_zero_info(f"lit-gans: continuing W&B run {run['id']} of project {run['project']}")
         return
 
 
-def name_wandb_run(logger_config: Any, name: str) -> None:
-    """Name an unnamed W&B run after the run's config file (the first ``--config``: ``dcgan_mnist``), so that the
-    shared trainer files need no per-run name."""
+def has_wandb_logger(logger_config: Any) -> bool:
+    """Whether the trainer's ``logger`` config holds a W&B logger."""
+    return any(
+        isinstance(entry, Namespace) and issubclass(import_class(entry.class_path), LightningWandbLogger)
+        for entry in (logger_config if isinstance(logger_config, list) else [logger_config])
+    )
+
+
+def name_wandb_run(logger_config: Any, name: str, replace: bool = False) -> None:
+    """Name the W&B run ``name`` (:func:`run_name` unless the user gave ``--name``): when it has no name, or over
+    the config's name with ``replace``."""
     for entry in logger_config if isinstance(logger_config, list) else [logger_config]:
         if isinstance(entry, Namespace) and issubclass(import_class(entry.class_path), LightningWandbLogger):
             init_args = entry.get("init_args") or Namespace()
-            if not init_args.get("name"):
+            if replace or not init_args.get("name"):
                 init_args["name"] = name
                 entry["init_args"] = init_args
+
+
+def run_name(config: Namespace) -> str:
+    """A run's name from its model and data: the model class, its objective class (without ``Loss``) and its
+    conditioning when the config sets them, and the data (an image folder's name, else the DataModule class without
+    ``DataModule``) with its ``image_size`` when set: ``DCGAN-MNIST``, ``DCGAN-RaLSGAN-CatFaces64``,
+    ``WGANGP-projection-Calligraphy128``, ``DCGAN-glyphs64``. The first ``--config`` file's name said neither when
+    a run changed its data (``dcgan_cats64`` for glyphs)."""
+    parts = []
+    model, data = config.get("model"), config.get("data")
+    if isinstance(model, Namespace) and model.get("class_path"):
+        parts.append(model.class_path.rsplit(".", 1)[-1])
+        init_args = model.get("init_args") or Namespace()
+        objective = init_args.get("objective")
+        if isinstance(objective, Namespace) and objective.get("class_path"):
+            parts.append(objective.class_path.rsplit(".", 1)[-1].removesuffix("Loss"))
+        if init_args.get("conditioning"):
+            parts.append(str(init_args.conditioning))
+    if isinstance(data, Namespace) and data.get("class_path"):
+        init_args = data.get("init_args") or Namespace()
+        name = data.class_path.rsplit(".", 1)[-1].removesuffix("DataModule")
+        if import_class(data.class_path) is ImageFolderDataModule and init_args.get("data_dir"):
+            name = Path(str(init_args.data_dir)).expanduser().resolve().name or name
+        parts.append(f"{name}{init_args.image_size}" if init_args.get("image_size") else name)
+    return "-".join(parts) or "lit-gans"
