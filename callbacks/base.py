@@ -16,6 +16,7 @@ from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 
 from lit_gans.latent import to_uint8_image
+from lit_gans.trainer_plumbing import GENERATOR_STEP
 from lit_gans.validation import check_int
 
 
@@ -136,8 +137,11 @@ def log_scalars(trainer: Trainer, pl_module: LightningModule, metrics: dict[str,
         trainer.callback_metrics[key] = value
     if trainer.is_global_zero:
         step = generator_step(pl_module)
+        values = {k: float(v) for k, v in metrics.items()}
+        if getattr(pl_module, "generator_step", None) is not None:  # also as a value: a CSV column, W&B's x-axis
+            values[GENERATOR_STEP] = step
         for logger in trainer.loggers:
-            logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+            logger.log_metrics(values, step=step)
 
 
 def image_dir(trainer: Trainer) -> Path:
@@ -166,8 +170,13 @@ def log_image(trainer: Trainer, pl_module: LightningModule, key: str, grid: Tens
     step = generator_step(pl_module)
     shown = False
     for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[array], step=step, **({"caption": [caption]} if caption else {}))
+        if isinstance(logger, WandbLogger):  # as Lightning's log_image, with the step named (use_generator_step_axis)
+            import wandb
+
+            metrics = {key: [wandb.Image(array, caption=caption)]}
+            if getattr(pl_module, "generator_step", None) is not None:
+                metrics[GENERATOR_STEP] = step
+            logger.log_metrics(metrics, step=step)
             shown = True
         elif isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(key, array, step, dataformats="HWC")

@@ -50,11 +50,12 @@ from lit_gans.preemption import training_loop_started
 from lit_gans.regularizers import R1, Regularizer, check_penalty_precision
 from lit_gans.step import TrainingStep, split_batch
 from lit_gans.trainer_plumbing import (
-    SaveOnSigterm,
+    GENERATOR_STEP,
+    StopOnSignal,
     preemption_checkpoint_path,
     prepare_trainer,
-    save_preemption_checkpoint,
-    sigterm_stops_fit,
+    save_and_stop,
+    stop_requested,
 )
 from lit_gans.validation import check_choice, check_float, check_int
 
@@ -722,7 +723,9 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
             self._check_for_blowup()
 
         if self._logging_now():
-            self.log("step", float(self._generator_step), on_step=True, on_epoch=False, batch_size=n)
+            # "step" is what Lightning gives the loggers as the step; GENERATOR_STEP names it: a CSV column, W&B's x-axis
+            step = float(self._generator_step)
+            self.log_dict({"step": step, GENERATOR_STEP: step}, on_step=True, on_epoch=False, batch_size=n)
             self.log_dict({f"train/{k}": v.detach() for k, v in logs.items()}, on_step=True, on_epoch=False, batch_size=n)
             if isinstance(self.augment, AdaptiveAugment):
                 self.log_dict({"augment/p": self.augment.p, "augment/rt": self.augment.rt}, on_step=True, on_epoch=False, batch_size=n)
@@ -731,7 +734,7 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         return self.max_generator_steps is not None and self._generator_step >= self.max_generator_steps
 
     def on_train_start(self) -> None:
-        training_loop_started()  # SIGTERM from here on: stop at a batch end, with a checkpoint
+        training_loop_started()  # SIGTERM and Ctrl-C from here on: stop at a batch end, with a checkpoint
         if self._budget_reached():  # a finished run resumed: train nothing, say so
             rank_zero_info(
                 f"lit_gans: the budget of max_generator_steps={self.max_generator_steps} generator steps is already "
@@ -814,7 +817,7 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
                     check_penalty_precision(self.trainer, option)
         if self._trainer is None or self.trainer.state.fn != "fit":
             return []
-        return [*console_callbacks(self.trainer), SaveOnSigterm()]
+        return [*console_callbacks(self.trainer), StopOnSignal.for_fit()]  # Ctrl-C saves and stops, from here on
 
     def setup(self, stage: str) -> None:
         prepare_trainer(self.trainer)
@@ -838,10 +841,11 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         self._labels_checked = False
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # SIGTERM (SLURM, cloud preemption) on any rank: every rank saves where resuming looks first, then stops
-        if not self._preemption_saved and sigterm_stops_fit(self.trainer):
+        # SIGTERM (SLURM, cloud preemption) or Ctrl-C on any rank: every rank saves where resuming looks first, then stops
+        reason = None if self._preemption_saved else stop_requested(self.trainer)
+        if reason is not None:
             self._preemption_saved = True
-            save_preemption_checkpoint(self.trainer, self._generator_step)
+            save_and_stop(self.trainer, self._generator_step, reason)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # what `lit-gans generate` / `evaluate` need to rebuild the model from the file alone

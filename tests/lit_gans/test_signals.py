@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,7 +21,10 @@ from lit_gans.preemption import PREEMPTED_EXIT_STATUS
 
 REPO = Path(__file__).resolve().parents[2]
 #: the shipped config, shrunk: narrow networks, last.ckpt every 5 generator steps and no metric callbacks
-TINY_TRAINER = "trainer:\n  callbacks:\n    - class_path: lit_gans.callbacks.LastCheckpoint\n      init_args: {every_n_generator_steps: 5}\n"
+TINY_TRAINER = (
+    "fid: null\ndiversity: null\ngradient_norms: null\nsamples: null\nbest_checkpoint: null\n"
+    "last_checkpoint:\n  init_args: {every_n_generator_steps: 5}\n"
+)
 
 
 def fit_command(mnist_dir: Path, cwd: Path, *extra: str, console_script: bool = False) -> list[str]:
@@ -168,3 +172,33 @@ def test_sigterm_to_every_rank_of_a_ddp_fit_saves_once_and_exits_75_on_each(mnis
     assert f"stopped by SIGTERM at generator step {saved} of" in outputs[0]  # last.ckpt is where the ranks stopped
     assert "stopped by SIGTERM" not in outputs[1]  # said once, by rank 0
     assert "Traceback" not in outputs[0] + outputs[1]
+
+
+def test_ctrl_c_while_training_saves_at_that_step_says_how_to_resume_and_exits_130(mnist_dir, tmp_path):
+    """Issue 21 #3. Before: Lightning's "Detected KeyboardInterrupt", exit status 1, last.ckpt only where the
+    schedule had put it (every 5 generator steps here), and no resume command."""
+    proc = start(fit_command(mnist_dir, tmp_path), tmp_path)
+    wait_for_training(tmp_path, [proc])
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output and "Detected KeyboardInterrupt" not in output
+    assert "lit-gans: Ctrl-C: saving a checkpoint at the end of this batch" in output
+    last = last_checkpoint(tmp_path)
+    saved = step_of(last)
+    written = re.search(r"lit-gans: Ctrl-C received, saved (\S+) at generator step (\d+)", output)
+    assert written is not None and (tmp_path / written[1]).resolve() == last.resolve() and int(written[2]) == saved
+    assert f"lit-gans: fit was interrupted at generator step {saved} of 100000" in output  # saved where it stopped
+    folder = re.search(r"resume with --ckpt_path (\S+) \(its newest checkpoint: training resumes at generator step (\d+)\)", output)
+    assert folder is not None, output
+    assert (tmp_path / folder[1]).resolve() == last.parent.resolve() and int(folder[2]) == saved
+
+    # the command it printed continues the run: two generator steps more
+    resumed = subprocess.run(
+        fit_command(mnist_dir, tmp_path, "--ckpt_path", folder[1], f"--model.init_args.max_generator_steps={saved + 2}"),
+        cwd=tmp_path, env=dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1"), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"fit ended at generator step {saved + 2} of {saved + 2}" in resumed.stdout + resumed.stderr
+    assert step_of(last) == saved + 2
