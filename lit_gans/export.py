@@ -449,6 +449,7 @@ def model_card(
         front.append("pipeline_tag: unconditional-image-generation")
     front.append("---")
     where = repo or "path/to/this/folder"
+    folder = f"snapshot_download({repo!r})" if repo else repr(where)  # load_model reads a local folder
     c, h, w = metadata["image_shape"]
     lines = [
         *front, "",
@@ -460,8 +461,9 @@ def model_card(
         f"from `{checkpoint}`).", "",
         "## Use", "",
         "```python",
-        "import lit_gans  # pip install lit-gans[export]",
-        f"model = lit_gans.load_model({where!r})  # offline for a local folder",
+        "import lit_gans  # pip install 'lit-gans[export]'",
+        *(["from huggingface_hub import snapshot_download"] if repo else []),
+        f"model = lit_gans.load_model({folder})  # a local folder loads offline",
         "images = model.sample(16)  # (16, C, H, W) in [-1, 1]" if not conditional else
         "images = model.sample(16, labels=3)  # (16, C, H, W) in [-1, 1], all of class 3",
         "```", "",

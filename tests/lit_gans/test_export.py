@@ -208,7 +208,8 @@ def test_push_to_hub_uploads_the_folder_it_wrote(ckpts, tmp_path, monkeypatch):
         ("create", "me/my-gan", {"repo_type": "model", "exist_ok": True}),
         ("upload", "me/my-gan", ["README.md", "config.json", "model.safetensors", "samples.png"]),
     ]
-    assert "me/my-gan" in (folder / "README.md").read_text()  # the card's load line names the repository
+    # the card's load lines name the repository (load_model takes the folder huggingface_hub downloads)
+    assert "lit_gans.load_model(snapshot_download('me/my-gan'))" in (folder / "README.md").read_text()
 
     def offline(**kwargs):
         raise ConnectionError("no network")
