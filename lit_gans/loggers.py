@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import netrc
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Optional, Union
 from urllib.parse import urlsplit
 
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lit_gans.checkpoints import load_checkpoint_file
 
@@ -35,7 +36,9 @@ class WandbLogger(_LightningWandbLogger):
     ``WANDB_API_KEY``) and offline otherwise; an explicit ``WANDB_MODE`` in the environment always wins. Offline
     runs are written under ``save_dir/wandb/offline-run-*``; upload them later with ``wandb sync <that folder>``.
     Offline mode is passed to ``wandb.init(mode="offline")`` rather than through Lightning's ``offline=True``,
-    which sets a process-global environment variable.
+    which sets a process-global environment variable. A fit that fails before it logged anything (at setup: a
+    missing weights file, unusable data) leaves no offline run behind: its folder, and its empty checkpoint folder,
+    are removed, without a ``wandb sync`` hint for a run that trained nothing.
 
     Args:
         name: display name of the run.
@@ -69,6 +72,39 @@ class WandbLogger(_LightningWandbLogger):
         super().__init__(name=name, save_dir=save_dir, project=project, log_model=log_model, **kwargs)
         if self._wandb_init.get("anonymous") is None:  # wandb >= 0.19 warns on any explicit value, None included
             self._wandb_init.pop("anonymous", None)
+        self._wrote = False  # whether the fit got past setup, where Lightning first saves; it saves after each log
+
+    def save(self) -> None:
+        self._wrote = True
+        super().save()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        super().finalize(status)
+        if status == "failed" and not self._wrote and self._experiment is not None:
+            discard_offline_run(self._experiment, Path(self.save_dir or "."))
+
+
+def discard_offline_run(run: Any, save_dir: Path) -> None:
+    """Finish an offline W&B run without its ``wandb sync`` hint and delete its folder, the links W&B made to it,
+    and ``<save_dir>/<project>/<run id>``, ``<save_dir>/<project>`` and ``<save_dir>/wandb`` where they hold no
+    file: for a fit that failed before logging anything. An online run is only finished, as failed (it exists on
+    the server)."""
+    settings = run._settings  # what finish() prints from
+    offline = bool(getattr(settings, "_offline", False))
+    folder, project, run_id = Path(settings.sync_dir), str(run.project), str(run.id)
+    if offline:
+        settings.quiet = True
+    run.finish(exit_code=1)
+    if not offline:
+        return
+    for link in (p for p in folder.parent.iterdir() if p.is_symlink()):  # latest-run, debug.log, debug-internal.log
+        if Path(os.path.realpath(link)).is_relative_to(os.path.realpath(folder)):
+            link.unlink()
+    shutil.rmtree(folder, ignore_errors=True)
+    for empty in (save_dir / project / run_id, save_dir / project, folder.parent):
+        if empty.is_dir() and not any(p.is_file() or p.is_symlink() for p in empty.rglob("*")):
+            shutil.rmtree(empty, ignore_errors=True)
 
 
 def wandb_run_of(trainer: Any) -> Optional[dict[str, str]]:
