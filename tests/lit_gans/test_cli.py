@@ -12,18 +12,24 @@ import pytest
 import torch
 import yaml
 from data_testing import FONTS, write_cat_face
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import SingleDeviceStrategy
 
+from lit_gans.callbacks import BestCheckpoint, LastCheckpoint
 from lit_gans.cli import main
 from lit_gans.datamodules import render_font_dataset
+from lit_gans.fit_cli import CALLBACK_GROUPS
+from lit_gans.generate import import_class
 from lit_gans.loggers import wandb_run_in_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
-#: one file per run (configs/*.yaml); the pieces they share (configs/trainer/*.yaml) are not runs
+#: one file per run (configs/*.yaml); the pieces they share (configs/trainer/*.yaml, the Trainer, and
+#: configs/callbacks/*.yaml, the callback groups of each kind of data) are not runs
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 SHARED = sorted((REPO / "configs" / "trainer").glob("*.yaml"))
-#: the callbacks every run shares, one file each, named by path in the trainer files
 SHARED_CALLBACKS = sorted((REPO / "configs" / "callbacks").glob("*.yaml"))
+#: every callback group left out
+NO_CALLBACKS = [f"--{key}=null" for key in CALLBACK_GROUPS]
 
 
 def data_args(mnist_dir: Path) -> list[str]:
@@ -131,7 +137,7 @@ def test_cli_trains_links_shape_and_logs_offline_to_wandb(mnist_dir, tmp_path, m
     assert len(ckpts) == 1
     state = torch.load(ckpts[0], weights_only=False)
     assert int(state["state_dict"]["generator_steps"]) == 6 and len(state["optimizer_states"]) == 2
-    assert (tmp_path / "lightning_logs" / "config.yaml").exists()
+    assert (ckpts[0].parents[1] / "config.yaml").exists()  # the run's config, in its folder
 
 
 def test_resuming_from_a_checkpoint_folder_continues_the_wandb_run(mnist_dir, tmp_path, monkeypatch):
@@ -215,7 +221,7 @@ def test_unknown_model_class_is_refused(tmp_path, monkeypatch):
 def test_a_model_that_names_a_conditioning_takes_num_classes_from_the_data(mnist_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     common = ["fit", "--config", str(REPO / "configs" / "dcgan_mnist.yaml"), *data_args(mnist_dir), "--trainer.logger=false",
-              "--trainer.callbacks=null", "--trainer.fast_dev_run=true", "--model.init_args.generator_width=8",
+              *NO_CALLBACKS, "--trainer.fast_dev_run=true", "--model.init_args.generator_width=8",
               "--model.init_args.discriminator_width=8"]  # fmt: skip
     cli = main([*common, "--model.init_args.conditioning=auxiliary"])
     assert (cli.model.num_classes, cli.model.conditioning) == (10, "auxiliary")
@@ -262,31 +268,38 @@ def test_the_sngan_config_has_sngans_projection_recipe(capsys):
 
 
 def test_the_configs_folder_holds_one_file_per_run_and_the_trainers_they_share():
-    named = set()
+    named_trainers, named_callbacks = set(), set()
     for config in CONFIGS:
         run = yaml.safe_load(config.read_text())
-        assert {"model", "data", "trainer"} <= run.keys(), config.name
+        assert {"model", "data", "trainer", "config"} <= run.keys(), config.name
+        assert next(iter(run)) in ("seed_everything", "config"), f"{config.name}: its keys override callbacks/, not the reverse"
         assert isinstance(run["trainer"], str), f"{config.name}: the trainer is one of the shared files"
-        trainer = (config.parent / run["trainer"]).resolve()
+        trainer, callbacks = (config.parent / run["trainer"]).resolve(), (config.parent / run["config"]).resolve()
         assert trainer in SHARED, f"{config.name}: trainer: {run['trainer']} is not a file of configs/trainer/"
-        named.add(trainer)
+        assert callbacks in SHARED_CALLBACKS, f"{config.name}: config: {run['config']} is not a file of configs/callbacks/"
+        named_trainers.add(trainer)
+        named_callbacks.add(callbacks)
         assert config.read_text().startswith("# ") and f"--config configs/{config.name}" in config.read_text()
-    assert named == set(SHARED), "a shared file that no run uses"
-    for callback in SHARED_CALLBACKS:  # each shared callback is named by every trainer file
-        for trainer in SHARED:
-            assert f"../callbacks/{callback.name}" in yaml.safe_load(trainer.read_text())["callbacks"], trainer.name
-    for shared in SHARED:
-        assert not {"model", "data", "seed_everything"} & yaml.safe_load(shared.read_text()).keys(), shared.name
+    assert named_trainers == set(SHARED) and named_callbacks == set(SHARED_CALLBACKS), "a shared file that no run uses"
+    for shared in SHARED:  # a trainer file names no other file: a copy works anywhere
+        trainer = yaml.safe_load(shared.read_text())
+        assert "callbacks" not in trainer and not {"model", "data", "seed_everything"} & trainer.keys(), shared.name
+    for shared in SHARED_CALLBACKS:  # nothing but callback groups, each complete (no path to another file)
+        groups = yaml.safe_load(shared.read_text())
+        assert groups.keys() <= CALLBACK_GROUPS.keys(), shared.name
+        assert all(isinstance(group, dict) and "class_path" in group for group in groups.values()), shared.name
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_no_config_forces_a_strategy_or_names_its_wandb_run(config, capsys):
-    trainer = resolved_config(["--config", str(config)], capsys)["trainer"]
+    resolved = resolved_config(["--config", str(config)], capsys)
+    trainer = resolved["trainer"]
     assert (trainer["strategy"], trainer["accelerator"], trainer["devices"]) == ("auto", "auto", "auto")
-    assert trainer["logger"]["init_args"]["name"] is None  # named after the config file when it runs
-    class_paths = [c["class_path"] for c in trainer["callbacks"]]
-    assert "lightning.pytorch.callbacks.ModelCheckpoint" not in class_paths  # it warns at every save
-    assert {"lit_gans.callbacks.BestCheckpoint", "lit_gans.callbacks.LastCheckpoint"} <= set(class_paths)
+    assert trainer["logger"]["init_args"]["name"] is None  # named after its model and data when it runs
+    entries = [*(trainer["callbacks"] or []), *filter(None, map(resolved.get, CALLBACK_GROUPS))]
+    classes = {import_class(entry["class_path"]) for entry in entries}
+    assert ModelCheckpoint not in classes  # it warns at every save
+    assert {BestCheckpoint, LastCheckpoint} <= classes
 
 
 def test_a_single_device_fit_from_a_shipped_config_starts_no_process_group(mnist_dir, tmp_path, monkeypatch):
@@ -323,21 +336,4 @@ def test_every_readme_fit_command_resolves_as_written(capsys, monkeypatch):
         config = resolved_config(command, capsys)
         run = yaml.safe_load((REPO / command[command.index("--config") + 1]).read_text())
         assert config["model"]["class_path"] == run["model"]["class_path"], command
-        assert config["trainer"]["callbacks"], command  # the shared trainer file was found and read
-
-
-def test_a_second_config_file_overrides_the_run_config(tmp_path, capsys):
-    # the example at the top of configs/trainer/mnist.yaml, as written there
-    header = (REPO / "configs" / "trainer" / "mnist.yaml").read_text().split("# with my_overrides.yaml\n")[1]
-    example = "".join(line[4:] + "\n" for line in header.splitlines() if line.startswith("#   "))
-    overrides = tmp_path / "my_overrides.yaml"
-    overrides.write_text(example)
-    run = REPO / "configs" / "dcgan_mnist.yaml"
-    base = resolved_config(["--config", str(run)], capsys)
-    both = resolved_config(["--config", str(run), "--config", str(overrides)], capsys)
-    assert (base["trainer"]["precision"], both["trainer"]["precision"]) == ("32-true", "bf16-mixed")
-    assert both["trainer"]["callbacks"][:-1] == base["trainer"]["callbacks"]  # appended to, not replaced
-    assert both["trainer"]["callbacks"][-1]["class_path"] == "lightning.pytorch.callbacks.LearningRateMonitor"
-    for key in ("logger", "log_every_n_steps", "max_epochs", "strategy"):  # the rest of the trainer is kept
-        assert both["trainer"][key] == base["trainer"][key], key
-    assert both["model"] == base["model"] and both["data"] == base["data"]
+        assert config["trainer"]["logger"] and config["last_checkpoint"], command  # the shared files were found and read
