@@ -39,6 +39,7 @@ from lightning_cost import lightning_cost
 
 from lit_gans.callbacks import DiversityMonitor, FIDCallback, GradientNormMonitor, SampleGrid
 from lit_gans.datamodules import MNISTDataModule
+from lit_gans.datamodules.base import float_images
 
 
 def ratio_stats(values: list[float], baseline: list[float], prefix: str) -> dict[str, float]:
@@ -200,7 +201,7 @@ def main() -> None:
 
     dm = MNISTDataModule(mnist_data_dir(args.shared, Path(tempfile.mkdtemp())), download=False, batch_size=args.batch_size)
     dm.setup()
-    images = dm.train_set.tensors[0]
+    images = float_images(dm.train_set)  # held as uint8; the plain loops index floats in [-1, 1]
     rows = throughput(args, dm, images)
     stats = ("min", "median", "max", "best/best")
     columns = ["variant", "plain img/s", "package img/s", *(f"package / plain {k}" for k in stats)]

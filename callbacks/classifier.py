@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lit_gans.callbacks.features import MNISTClassifier
+from lit_gans.datamodules.base import ImageTensorDataset, dataset_labels, float_images, uint8_to_unit_range
 from lit_gans.datamodules.image_folder import default_cache_dir
 from lit_gans.datamodules.mnist import MNISTDataModule
 from lit_gans.files import atomic_write_bytes
@@ -217,16 +218,18 @@ def train_classifier(
 
 # ---------------------------------------------------------------------------------------------------- data access
 def labelled_tensors(dataset: Dataset, what: str = "the data") -> tuple[Tensor, Tensor]:
-    """``(images, labels)`` of a dataset of ``(image, label)`` pairs (a ``TensorDataset``'s tensors as they are)."""
-    if isinstance(dataset, TensorDataset):
-        if len(dataset.tensors) < 2:
+    """``(images, labels)`` of a dataset of ``(image, label)`` pairs, the images float32 in [-1, 1] as the model
+    receives them (uint8 images, as the datamodules hold them, are converted)."""
+    if isinstance(dataset, (TensorDataset, ImageTensorDataset)):  # in memory: images as held (uint8) to [-1, 1]
+        labels = dataset_labels(dataset)
+        if labels is None:
             raise ValueError(f"{what} has no labels: a class classifier needs (image, label) pairs")
-        return dataset.tensors[0], dataset.tensors[1].long()
+        return float_images(dataset), labels.long()
     images, labels = [], []
     for batch in DataLoader(dataset, batch_size=256):
         if not isinstance(batch, (list, tuple)) or len(batch) < 2:
             raise ValueError(f"{what} has no labels: a class classifier needs (image, label) pairs")
-        images.append(batch[0])
+        images.append(uint8_to_unit_range(batch[0]))
         labels.append(torch.as_tensor(batch[1]).long())
     if not images:
         raise ValueError(f"{what} is empty")

@@ -13,6 +13,7 @@ from torchmetrics.functional.image import multiscale_structural_similarity_index
 
 from lit_gans.callbacks.base import MetricCallback, fixed_labels, keeps_global_rng, log_scalars, train_loader
 from lit_gans.callbacks.features import MNISTClassifier
+from lit_gans.datamodules.base import float_images, uint8_to_unit_range
 from lit_gans.validation import check_float, check_int
 
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
@@ -136,12 +137,12 @@ class DiversityMonitor(MetricCallback):
             raise ValueError(f"classifier={spec!r} is not supported; use 'mnist' or an nn.Module with .logits")
 
     def _real(self, trainer: Trainer) -> Tensor:
-        train_set = getattr(trainer.datamodule, "train_set", None)
-        if train_set is not None and hasattr(train_set, "tensors"):
-            images = train_set.tensors[0]
-        else:
-            images = torch.cat([b[0] if isinstance(b, (list, tuple)) else b for b in train_loader(trainer)])
         g = torch.Generator().manual_seed(self.seed)
+        train_set = getattr(trainer.datamodule, "train_set", None)
+        if train_set is not None and hasattr(train_set, "tensors"):  # held as uint8: only the drawn images become floats
+            return float_images(train_set, torch.randperm(len(train_set), generator=g)[: self.num_samples])
+        to_float = getattr(trainer.datamodule, "to_float", uint8_to_unit_range)
+        images = torch.cat([to_float(b[0] if isinstance(b, (list, tuple)) else b) for b in train_loader(trainer)])
         return images[torch.randperm(len(images), generator=g)[: self.num_samples]]
 
     def _logits(self, images: Tensor, device: torch.device) -> Tensor:

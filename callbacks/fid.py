@@ -34,6 +34,7 @@ from lit_gans.callbacks.features import (
     vgg16_weights_path,
 )
 from lit_gans.callbacks.precision_recall import PrecisionRecall
+from lit_gans.datamodules.base import float_images, uint8_to_unit_range
 from lit_gans.datamodules.image_folder import default_cache_dir
 from lit_gans.files import atomic_write_bytes
 from lit_gans.validation import check_choice, check_int
@@ -634,11 +635,12 @@ class FIDCallback(MetricCallback):
         dm = trainer.datamodule
         train_set = getattr(dm, "train_set", None)
         if train_set is not None and hasattr(train_set, "tensors"):
-            images = train_set.tensors[0][: self.num_real]
+            images = float_images(train_set, slice(None, self.num_real))  # held as uint8: to [-1, 1]
         else:
             chunks, count = [], 0
+            to_float = getattr(dm, "to_float", uint8_to_unit_range)
             for batch in train_loader(trainer):
-                x = batch[0] if isinstance(batch, (list, tuple)) else batch
+                x = to_float(batch[0] if isinstance(batch, (list, tuple)) else batch)
                 chunks.append(x)
                 count += len(x)
                 if count >= self.num_real:

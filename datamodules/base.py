@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,11 +14,6 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, TensorDataset
 
 from lit_gans.validation import check_float, check_int
-
-
-def to_unit_range(images: Tensor) -> Tensor:
-    """uint8 ``[0, 255]`` images to float32 in [-1, 1] (the range of the generators' tanh output)."""
-    return images.float().div_(127.5).sub_(1.0)
 
 
 #: ``x / 127.5 - 1`` in float32 for each of the 256 byte values, computed once on the CPU (see
@@ -45,13 +41,115 @@ def uint8_to_unit_range(images: Tensor) -> Tensor:
     table = _UNIT_RANGE_ON.get(images.device)
     if table is None:
         table = _UNIT_RANGE_ON.setdefault(images.device, _UNIT_RANGE.to(images.device))
-    return table[images.long()]
+    return table.index_select(0, images.reshape(-1).int()).view(images.shape)  # int32 indices: as fast as x / 127.5
+
+
+class ImageTensorDataset(Dataset):
+    """Labelled images held in memory as they are stored: uint8 ``(N, C, H, W)``, 1 byte a pixel, often a read-only
+    memory map of the preprocessing cache that the processes of a machine (DDP ranks, loader workers) share through
+    the page cache. A split (the training or the validation images) is an ``index`` into those images, never a
+    copy of them.
+
+    Items and batches are ``(image, label)`` as stored; :meth:`float_images` gives the images in [-1, 1] as the model
+    receives them (``to_float``: :func:`uint8_to_unit_range`, or a datamodule's own conversion, e.g. MNIST's resize),
+    and the datamodule converts each training batch the same way on its device
+    (:meth:`ImageDataModule.on_after_batch_transfer`). Float images (already in [-1, 1]) are kept and yielded as they
+    are. The package's loaders read it a batch at a time (:class:`ImageBatches`).
+
+    Args:
+        images: ``(N, ...)`` all images (uint8, or floats in [-1, 1]).
+        labels: ``(N,)`` their labels.
+        index: the images of this split, in order (``None``: all of them).
+        to_float: a picklable function from stored images to float32 images in [-1, 1].
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        index: Optional[Tensor] = None,
+        to_float: Callable[[Tensor], Tensor] = uint8_to_unit_range,
+    ) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.source_images, self.index, self.to_float = images, index, to_float
+        self.labels = labels if index is None else labels[index]  # 8 bytes an image: a copy costs nothing
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _source(self, positions: Tensor) -> Tensor:
+        return positions if self.index is None else self.index[positions]
+
+    def __getitem__(self, position: int) -> tuple[Tensor, Tensor]:
+        source = position if self.index is None else int(self.index[position])
+        return self.source_images[source], self.labels[position]
+
+    def batch(self, positions: list[int]) -> tuple[Tensor, Tensor]:
+        """The items at ``positions`` stacked, read with one index (3x faster than ``images[positions]`` on CPU)."""
+        positions = torch.as_tensor(positions)
+        return self.source_images.index_select(0, self._source(positions)), self.labels.index_select(0, positions)
+
+    @property
+    def images(self) -> Tensor:
+        """This split's images as stored (a copy when the split is a part of shared images)."""
+        return self.source_images if self.index is None else self.source_images[self.index]
+
+    @property
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """``(images, labels)`` as stored, as a ``TensorDataset`` has them (see :attr:`images`)."""
+        return self.images, self.labels
+
+    def float_images(self, positions: Any = None) -> Tensor:
+        """The images at ``positions`` (an index, a slice, ``None``: all) as float32 in [-1, 1], as the model
+        receives them: what the metrics read (4 bytes a pixel: take only the images needed)."""
+        positions = slice(None) if positions is None else positions
+        return self.to_float(self.source_images[positions if self.index is None else self.index[positions]])
+
+
+class ImageBatches(Dataset):
+    """How the package's loaders read an :class:`ImageTensorDataset`: a whole batch with one index
+    (``__getitems__``, whose batch :func:`collate_batch` passes through) instead of image by image. The dataset
+    itself yields single items, for any DataLoader."""
+
+    def __init__(self, dataset: ImageTensorDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, position: int) -> tuple[Tensor, Tensor]:
+        return self.dataset[position]
+
+    def __getitems__(self, positions: list[int]) -> tuple[Tensor, Tensor]:
+        return self.dataset.batch(positions)
+
+
+def float_images(dataset: Dataset, positions: Any = None) -> Tensor:
+    """The images of an in-memory dataset (an :class:`ImageTensorDataset`, or a ``TensorDataset`` whose first
+    tensor holds images) at ``positions`` (an index, a slice, ``None``: all) as float32 in [-1, 1], as its batches
+    reach the model: what metrics that read the real images straight from a datamodule's ``train_set``,
+    ``val_set`` or ``test_split()`` use."""
+    if isinstance(dataset, ImageTensorDataset):
+        return dataset.float_images(positions)
+    images = dataset.tensors[0]
+    return uint8_to_unit_range(images if positions is None else images[positions])
+
+
+def dataset_labels(dataset: Optional[Dataset]) -> Optional[Tensor]:
+    """The labels of an in-memory dataset (an :class:`ImageTensorDataset`'s, a ``TensorDataset``'s second
+    tensor), else ``None``."""
+    if isinstance(dataset, ImageTensorDataset):
+        return dataset.labels
+    tensors = getattr(dataset, "tensors", None)
+    return tensors[1] if tensors is not None and len(tensors) >= 2 else None
 
 
 class InMemoryDataset(TensorDataset):
     """A ``TensorDataset`` that a DataLoader reads a whole batch at a time: ``__getitems__`` indexes the tensors
     once per batch instead of once per sample, and :func:`collate_batch` passes the batch through unchanged.
-    Only the package's own loaders use it (``train_set`` stays a plain ``TensorDataset`` for any DataLoader)."""
+    The package's loaders wrap a plain ``TensorDataset`` that a subclass sets as ``train_set`` in it (its own
+    datasets, :class:`ImageTensorDataset`, through :class:`ImageBatches`)."""
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, ...]:
         index = torch.as_tensor(indices)
@@ -139,8 +237,11 @@ class ImageDataModule(LightningDataModule):
     """Base of every DataModule of the package (and what the CLI accepts as ``data``).
 
     Subclasses set :attr:`image_shape` in ``__init__`` (so the CLI can link it into the model before any data is
-    read), and ``self.train_set`` / ``self.val_set`` in ``setup``. Batches are ``(images, labels)`` with images
-    float32 in [-1, 1].
+    read), and ``self.train_set`` / ``self.val_set`` in ``setup`` (:meth:`_set_tensors`). The images are held as
+    uint8, 1 byte a pixel (:class:`ImageTensorDataset`), and the model receives batches ``(images, labels)`` with
+    images float32 in [-1, 1], converted by :attr:`to_float` on the model's device
+    (:meth:`on_after_batch_transfer`). Code that reads real images straight from ``train_set``, ``val_set`` or
+    :meth:`test_split` gets them the same way with :func:`float_images`.
 
     Args:
         batch_size: images per batch (per process under DDP).
@@ -160,6 +261,9 @@ class ImageDataModule(LightningDataModule):
     num_classes: Optional[int] = None
     #: a name per class (the digit, the folder, the character), else ``None``.
     class_names: Optional[list[str]] = None
+    #: stored images (uint8) to the float32 images in [-1, 1] the model receives; picklable (a function, or a
+    #: ``functools.partial`` of one), as the datasets hold it.
+    to_float: Callable[[Tensor], Tensor] = staticmethod(uint8_to_unit_range)
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, val_split: float = 0.0, seed: int = 42) -> None:
         super().__init__()
@@ -195,9 +299,23 @@ class ImageDataModule(LightningDataModule):
         return identity
 
     def _set_tensors(self, images: Tensor, labels: Tensor) -> None:
+        """Split ``images`` (uint8 as stored, or floats in [-1, 1]) and ``labels`` into ``train_set`` and
+        ``val_set``: :class:`ImageTensorDataset` s that index the same images (a memory map stays shared)."""
         train_idx, val_idx = split_indices(len(images), self.val_split, self.seed)
-        self.train_set = TensorDataset(images[train_idx], labels[train_idx])
-        self.val_set = TensorDataset(images[val_idx], labels[val_idx]) if len(val_idx) else None
+        if not len(val_idx):  # no split: the images as they are, not a gathered copy
+            train_idx = None
+        self.train_set = ImageTensorDataset(images, labels, train_idx, self.to_float)
+        self.val_set = ImageTensorDataset(images, labels, val_idx, self.to_float) if len(val_idx) else None
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A batch's images become float32 in [-1, 1] here, on the device that trains on them (:attr:`to_float`):
+        in memory and on their way to a GPU they are uint8, a quarter of the bytes. Float images pass as they
+        are."""
+        if isinstance(batch, Tensor):
+            return self.to_float(batch)
+        if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
+            return [self.to_float(batch[0]), *batch[1:]]
+        return batch
 
     def test_split(self) -> Optional[Dataset]:
         """The data's own test split: labelled real images, yielded like the training ones, that no training split
@@ -209,10 +327,10 @@ class ImageDataModule(LightningDataModule):
     def class_counts(self) -> Optional[Tensor]:
         """Images per class in the training split (labelled data, after ``setup``), else ``None``: what a
         conditional model's ``sample(labels=None)`` draws from."""
-        tensors = getattr(self.train_set, "tensors", None)
-        if not self.num_classes or tensors is None or len(tensors) < 2:
+        labels = dataset_labels(self.train_set)
+        if not self.num_classes or labels is None:
             return None
-        return torch.bincount(tensors[1].long(), minlength=self.num_classes)
+        return torch.bincount(labels.long(), minlength=self.num_classes)
 
     def train_sampler(self, dataset: Dataset) -> Sampler:
         """The order of training samples: a shuffle that depends only on ``(seed, epoch)``."""
@@ -221,6 +339,9 @@ class ImageDataModule(LightningDataModule):
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         if isinstance(dataset, TensorDataset):  # read whole batches with one index instead of per sample
             dataset = InMemoryDataset(*dataset.tensors)
+        elif isinstance(dataset, ImageTensorDataset):
+            dataset = ImageBatches(dataset)
+        batched = isinstance(dataset, (InMemoryDataset, ImageBatches))
         return ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -230,7 +351,7 @@ class ImageDataModule(LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
-            collate_fn=collate_batch if isinstance(dataset, InMemoryDataset) else None,
+            collate_fn=collate_batch if batched else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,4 +1,4 @@
-"""Folder datamodules: preprocess once into an atomic on-disk cache, then train from an in-memory tensor.
+"""Folder datamodules: preprocess once into an atomic on-disk cache, then train from it, memory-mapped as uint8.
 
 :class:`CachedImageDataModule` is the shared machinery (cache, summary, DDP-safe preparation, augmentation,
 class-balanced sampling); :class:`ImageFolderDataModule` applies it to any folder of images, and the cat-face and
@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
-from lit_gans.datamodules.base import ImageDataModule, _plain, to_unit_range
+from lit_gans.datamodules.base import ImageDataModule, _plain, dataset_labels
 from lit_gans.datamodules.preprocessing import (
     SourceFile,
     cache_key,
@@ -34,6 +34,7 @@ from lit_gans.datamodules.preprocessing import (
     scan_folder,
     square_crop,
     square_pad,
+    stack_images,
     summarize,
     to_chw_uint8,
 )
@@ -50,7 +51,7 @@ def default_cache_dir() -> Path:
 class CachedImageDataModule(ImageDataModule):
     """Base of the folder datamodules: inputs are preprocessed once (in ``prepare_data``, on rank 0, on all
     cores) into a cache keyed by the preprocessing parameters and the input files; every later run and every DDP
-    rank loads the cache as one uint8 tensor.
+    rank maps the cache as one uint8 tensor (``torch.load(mmap=True)``): the ranks of a machine share its pages.
 
     Subclasses implement :meth:`collect_inputs` and :meth:`preprocess_function`, and extend :meth:`cache_params`.
 
@@ -131,9 +132,10 @@ class CachedImageDataModule(ImageDataModule):
         self._check_data_dir()
         items, labels, classes, sources, extra = self.collect_inputs()
         path = self.cache_path(sources)
-        cached = load_cache(path)
-        if cached is not None:
+        if load_cache(path) is not None:
             return path
+        if path.exists():  # a cache of an older version, or damaged
+            rank_zero_info(f"{type(self).__name__}: the cache {path} is unreadable or from an older version: rebuilding it")
         if not items and not extra.get("skipped_before_decoding"):
             ignored = f" (only {extra['ignored_files']} non-image files)" if extra.get("ignored_files") else ""
             raise ValueError(f"{type(self).__name__}: found no input images under {self.data_dir}{ignored}")
@@ -157,7 +159,7 @@ class CachedImageDataModule(ImageDataModule):
                 f"{f' ({len(empty)} such folders)' if len(empty) > 1 else ''}: {format_summary(summary)}; see "
                 f"{path.name}.summary.json beside the cache, or remove the folder"
             )
-        images = torch.from_numpy(np.stack(arrays))
+        images = stack_images(arrays)  # empties `arrays`: the dataset is held once, not twice
         save_cache(path, {"images": images, "labels": torch.tensor(kept, dtype=torch.long), "classes": classes, "summary": summary})
         rank_zero_info(f"{type(self).__name__}: {format_summary(summary)}; cached at {path}")
         return path
@@ -169,20 +171,25 @@ class CachedImageDataModule(ImageDataModule):
         _, _, _, sources, _ = self.collect_inputs()
         payload = load_cache(self.cache_path(sources))
         if payload is None:  # setup without prepare_data (a script, not the Trainer): prepare here
-            payload = load_cache(self.prepare_data())
+            path = self.prepare_data()
+            payload = load_cache(path)
+            if payload is None:  # written just now, yet unreadable: say so rather than fail on its contents
+                raise ValueError(f"{type(self).__name__}: the cache {path} cannot be read back; remove it and retry")
         self.summary, self.classes = payload["summary"], list(payload["classes"])
         self.num_classes = len(self.classes) or None
-        self._set_tensors(to_unit_range(payload["images"]), payload["labels"])
+        # uint8, memory-mapped: the ranks of a machine share the cache file's pages (page cache), none copies it
+        self._set_tensors(payload["images"], payload["labels"])
 
     # ------------------------------------------------------------------ loading
     def train_sampler(self, dataset: Dataset) -> Sampler:
         if not self.balanced_classes:
             return super().train_sampler(dataset)
-        labels = self.train_set.tensors[1]
+        labels = dataset_labels(self.train_set)
         weights = 1.0 / torch.bincount(labels).double()[labels]
         return WeightedRandomSampler(weights, num_samples=len(labels), generator=torch.Generator().manual_seed(self.seed))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        batch = super().on_after_batch_transfer(batch, dataloader_idx)  # uint8 to float in [-1, 1]
         if self.horizontal_flip and self.trainer is not None and self.trainer.training:
             images, *rest = batch
             flip = torch.rand(images.shape[0], device=images.device) < 0.5

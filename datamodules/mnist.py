@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST on torchvision's datasets, held in memory as one tensor."""
+"""MNIST and Fashion-MNIST on torchvision's datasets, held in memory as one uint8 tensor."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import hashlib
 import math
 import os
 import zlib
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import TensorDataset
 from torchvision import datasets
 
-from lit_gans.datamodules.base import ImageDataModule, to_unit_range
+from lit_gans.datamodules.base import ImageDataModule, ImageTensorDataset, uint8_to_unit_range
 from lit_gans.validation import check_choice, check_int
 
 DATASETS = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
@@ -100,12 +100,20 @@ def check_gzip_archive(dataset: str, path: Path, md5: Optional[str] = None) -> N
         )
 
 
+def resized_unit_range(images: Tensor, size: int) -> Tensor:
+    """uint8 images to float32 in [-1, 1] (:func:`~lit_gans.datamodules.base.uint8_to_unit_range`), resized to
+    ``size x size`` (antialiased bilinear, clamped to [-1, 1]): MNIST's ``image_size``, per batch on its device."""
+    images = uint8_to_unit_range(images)
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True).clamp_(-1, 1)
+
+
 class MNISTDataModule(ImageDataModule):
-    """MNIST (or Fashion-MNIST) digits as float32 ``(N, 1, S, S)`` tensors in [-1, 1] with their labels.
+    """MNIST (or Fashion-MNIST) digits with their labels, held as uint8 ``(N, 1, 28, 28)``; batches reach the model
+    as float32 ``(B, 1, S, S)`` in [-1, 1].
 
     The raw files are read by torchvision from ``data_dir/<MNIST|FashionMNIST>/raw`` (``train-images-idx3-ubyte``
     etc., un-gzipped, or the ``.gz`` archives with ``download=True``, which then only extracts them). The whole
-    split is decoded once and kept in memory (47 MB for 60k digits), so no image is decoded per item.
+    split is decoded once and kept in memory as uint8 (47 MB for 60k digits), so no image is decoded per item.
 
     Missing files raise a ``FileNotFoundError`` listing the paths looked for; a corrupt file a ``ValueError``
     that names it and what is wrong (bad magic number, truncated, images and labels disagree in count; a ``.gz``
@@ -116,7 +124,8 @@ class MNISTDataModule(ImageDataModule):
         dataset: ``mnist`` or ``fashion_mnist``.
         train: use the 60k training split (``True``) or the 10k test split.
         download: fetch the files from torchvision's mirrors when they are missing.
-        image_size: resize to ``image_size x image_size`` (antialiased bilinear) once at setup; ``None`` keeps 28.
+        image_size: resize to ``image_size x image_size`` (antialiased bilinear, clamped to [-1, 1]), per batch on
+            its device (:func:`resized_unit_range`), so that memory holds the 28x28 bytes; ``None`` keeps 28.
         batch_size, num_workers, val_split, seed: see :class:`ImageDataModule`.
 
     Example::
@@ -147,7 +156,9 @@ class MNISTDataModule(ImageDataModule):
         self.download = download
         self.image_size = 28 if image_size is None else check_int("image_size", image_size)
         self.image_shape = (1, self.image_size, self.image_size)
-        self._test_set: Optional[TensorDataset] = None
+        if self.image_size != 28:
+            self.to_float = partial(resized_unit_range, size=self.image_size)
+        self._test_set: Optional[ImageTensorDataset] = None
 
     @property
     def class_names(self) -> list[str]:  # type: ignore[override]
@@ -209,12 +220,10 @@ class MNISTDataModule(ImageDataModule):
         return ds
 
     def _read(self, train: bool) -> tuple[Tensor, Tensor]:
-        """``(images, labels)`` of the training (``train``) or the test split, as this module yields them."""
+        """``(images, labels)`` of the training (``train``) or the test split as held: uint8 ``(N, 1, 28, 28)``
+        (resized, if at all, per batch by :attr:`to_float`)."""
         ds = self._open(download=False, train=train)
-        images = to_unit_range(ds.data.unsqueeze(1))
-        if self.image_size != images.shape[-1]:
-            images = F.interpolate(images, size=self.image_size, mode="bilinear", antialias=True).clamp_(-1, 1)
-        return images, ds.targets.long()
+        return ds.data.unsqueeze(1), ds.targets.long()
 
     def prepare_data(self) -> None:
         self._open(self.download)
@@ -224,14 +233,14 @@ class MNISTDataModule(ImageDataModule):
             return
         self._set_tensors(*self._read(self.train))
 
-    def test_split(self) -> Optional[TensorDataset]:
+    def test_split(self) -> Optional[ImageTensorDataset]:
         """The 10k test split (read and resized like the training images, kept once read) when this module trains
         on the 60k training split; ``None`` with ``train=False``, whose test split is the training data itself."""
         if not self.train:
             return None
         if self._test_set is None:
-            self._test_set = TensorDataset(*self._read(train=False))
+            self._test_set = ImageTensorDataset(*self._read(train=False), to_float=self.to_float)
         return self._test_set
 
 
-__all__ = ["MNISTDataModule"]
+__all__ = ["MNISTDataModule", "resized_unit_range"]

@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from lit_gans.files import atomic_write_bytes
+from lit_gans.files import atomic_write, atomic_write_bytes
 
 #: files that are never images, left out of a data folder (and counted in the summary's ``ignored_by_kind``):
 #: labels, metadata, notes and annotations; hidden files too (:func:`non_image_kind`). Every other file is decoded,
@@ -319,21 +319,35 @@ def format_summary(summary: dict[str, Any]) -> str:
     return text
 
 
+def stack_images(arrays: list[np.ndarray]) -> torch.Tensor:
+    """One uint8 tensor ``(N, C, H, W)`` of the images :func:`preprocess` returned, emptying ``arrays`` as it copies
+    them: the dataset is held once (plus one image), not twice as ``np.stack`` would."""
+    images = torch.empty((len(arrays), *arrays[0].shape), dtype=torch.uint8)
+    for i in range(len(arrays)):
+        images[i] = torch.from_numpy(arrays[i])
+        arrays[i] = None  # type: ignore[call-overload]
+    arrays.clear()
+    return images
+
+
 def save_cache(path: Path, payload: dict[str, Any]) -> None:
-    """``torch.save`` ``payload`` atomically, with its summary as JSON beside it (``<cache>.summary.json``)."""
-    buffer = io.BytesIO()
-    torch.save({"version": CACHE_VERSION, **payload}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    """``torch.save`` ``payload`` atomically, straight to the file (no copy of it in memory), with its summary as
+    JSON beside it (``<cache>.summary.json``). :func:`load_cache` maps it back."""
+    atomic_write(path, lambda file: torch.save({"version": CACHE_VERSION, **payload}, file))
     summary = json.dumps(payload.get("summary", {}), indent=2, ensure_ascii=False).encode()
     atomic_write_bytes(path.with_name(path.name + ".summary.json"), summary)
 
 
 def load_cache(path: Path) -> Optional[dict[str, Any]]:
-    """The cache at ``path``, or ``None`` when there is none or it is unreadable or of another version."""
+    """The cache at ``path``, or ``None`` when there is none or it is unreadable or of another version.
+
+    Its tensors are memory-mapped (``torch.load(mmap=True)``), not read: pages are read when a batch needs them,
+    and every process of a machine that maps the file (DDP ranks, loader workers) shares one copy of them in the
+    page cache. ``weights_only=True``: a planted file must not run code (it is refused, and rebuilt)."""
     if not path.exists():
         return None
     try:
-        payload = torch.load(path, weights_only=True)  # a planted file must not run code: refused, rebuilt
+        payload = torch.load(path, mmap=True, weights_only=True)
     except Exception:
         return None
     return payload if isinstance(payload, dict) and payload.get("version") == CACHE_VERSION else None
@@ -379,6 +393,7 @@ __all__ = [
     "preprocess",
     "summarize",
     "save_cache",
+    "stack_images",
     "load_cache",
     "square_pad",
     "square_crop",

@@ -6,8 +6,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Union
+from typing import Any, BinaryIO, Union
 
 #: the temporary files of :func:`atomic_write_bytes`: ``.<name>.tmp-<pid>``
 TEMPORARY_FILE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
@@ -64,12 +65,18 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
         WriteError: the write failed (disk full, read-only, ``path`` a folder, ...), naming ``path``; the temporary
             file is removed and what was at ``path`` before is unchanged.
     """
+    atomic_write(path, lambda f: f.write(data), fsync)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any], fsync: bool = True) -> None:
+    """:func:`atomic_write_bytes` for a file that ``write(file)`` writes itself (``torch.save(obj, file)``), with
+    no copy of its bytes in memory."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            f.write(data)
+            write(f)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
@@ -81,4 +88,4 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
             tmp.unlink()
 
 
-__all__ = ["DISK_FULL", "TEMPORARY_FILE", "WriteError", "atomic_write_bytes", "check_writable"]
+__all__ = ["DISK_FULL", "TEMPORARY_FILE", "WriteError", "atomic_write", "atomic_write_bytes", "check_writable"]

@@ -9,6 +9,7 @@ from data_testing import FONTS
 from PIL import Image
 
 from lit_gans.datamodules import CalligraphyDataModule, render_font_dataset
+from lit_gans.datamodules.base import float_images
 from lit_gans.datamodules.calligraphy import font_faces
 
 CHARS = "永和二"
@@ -49,7 +50,7 @@ def test_fonts_without_the_glyph_are_not_used(tmp_path):
 def test_shapes_range_and_labels_match_folders(rendered, tmp_path):
     root, _ = rendered
     dm = module(tmp_path, root, image_size=64)
-    images, labels = dm.train_set.tensors
+    images, labels = float_images(dm.train_set), dm.train_set.labels
     assert dm.image_shape == (1, 64, 64) and images.shape == (24, 1, 64, 64)
     assert images.min() >= -1 and images.max() <= 1
     assert dm.num_classes == 3 and dm.classes == sorted(CHARS)
@@ -57,7 +58,7 @@ def test_shapes_range_and_labels_match_folders(rendered, tmp_path):
     assert {dm.classes[i]: int(n) for i, n in enumerate(torch.bincount(labels))} == counts
     assert images.mean() > 0.5  # dark ink on light paper, not inverted
     inverted = module(tmp_path, root, image_size=64, invert=True)
-    assert torch.allclose(inverted.train_set.tensors[0], -images, atol=1e-6)
+    assert torch.allclose(float_images(inverted.train_set), -images, atol=1e-6)
 
 
 def test_num_classes_is_known_before_any_image_is_read(rendered, tmp_path):
@@ -72,7 +73,7 @@ def test_aspect_ratio_is_preserved_by_padding_on_the_paper_colour(tmp_path):
     image.paste(0, (50, 50, 350, 150))  # a 300 x 100 block of ink
     image.save(folder / "wide.png")
     dm = module(tmp_path, tmp_path / "train", image_size=64)
-    out = ((dm.train_set.tensors[0][0, 0].numpy() + 1) * 127.5).round()
+    out = ((float_images(dm.train_set)[0, 0].numpy() + 1) * 127.5).round()
     ink = np.argwhere(out < 120)
     height, width = np.ptp(ink[:, 0]) + 1, np.ptp(ink[:, 1]) + 1
     assert abs(width / height - 3.0) < 0.3  # still three times as wide as high

@@ -10,6 +10,7 @@ from data_testing import LEFT_EYE_COLOR, RIGHT_EYE_COLOR, chw_to_hwc_uint8, colo
 from PIL import Image
 
 from lit_gans.datamodules import CatFacesDataModule
+from lit_gans.datamodules.base import float_images
 from lit_gans.datamodules.cat_faces import crop_cat_face, parse_cat_annotation
 from lit_gans.datamodules.preprocessing import Skipped
 
@@ -26,7 +27,7 @@ def module(tmp_path, data_dir, **kwargs) -> CatFacesDataModule:
 def test_face_is_levelled_and_centred_where_the_rule_says(tmp_path, angle):
     expected = write_cat_face(tmp_path / "raw" / "CAT_00", "00000001_000.jpg", angle_deg=angle)
     dm = module(tmp_path, tmp_path / "raw", image_size=64)
-    images = dm.train_set.tensors[0]
+    images = float_images(dm.train_set)
     assert images.shape == (1, 3, 64, 64) and images.min() >= -1 and images.max() <= 1
     face = chw_to_hwc_uint8(images[0])
     left, right = color_centroid(face, LEFT_EYE_COLOR), color_centroid(face, RIGHT_EYE_COLOR)
@@ -54,7 +55,7 @@ def test_border_is_filled_gray_or_skipped(tmp_path):
     # eyes) outside it
     write_cat_face(tmp_path / "raw", "00000001_001.jpg", angle_deg=0, center=(200, 260), width=200)
     dm = module(tmp_path, tmp_path / "raw", image_size=64)
-    face = chw_to_hwc_uint8(dm.train_set.tensors[0][0])
+    face = chw_to_hwc_uint8(float_images(dm.train_set)[0])
     assert np.abs(face[62, 32].astype(int) - 128).max() <= 3  # below the photo: gray
     assert np.abs(face[50, 32].astype(int) - (60, 110, 170)).max() <= 6  # inside it: the photo's background
     with pytest.raises(ValueError, match="crop_outside_image: 1"):
@@ -103,7 +104,7 @@ def test_zip_archives_are_read_directly(tmp_path):
             archive.write(f, f"CAT_00/{f.name}")
     dm = module(tmp_path, raw, image_size=64)
     assert len(dm.train_set) == 2
-    face = chw_to_hwc_uint8(dm.train_set.tensors[0][0])
+    face = chw_to_hwc_uint8(float_images(dm.train_set)[0])
     left = color_centroid(face, LEFT_EYE_COLOR)
     assert abs(left[0] - expected.left_eye[0]) < 1.5 and abs(left[1] - expected.left_eye[1]) < 1.5
 
@@ -152,14 +153,15 @@ def test_horizontal_flip_is_off_by_default_and_flips_about_half_when_on(tmp_path
     class FakeTrainer:
         training = True
 
-    batch = [dm.train_set.tensors[0], dm.train_set.tensors[1]]
+    batch = list(dm.train_set.tensors)  # uint8, as the loader yields it
+    floats = float_images(dm.train_set)
     dm.trainer = FakeTrainer()
-    assert torch.equal(dm.on_after_batch_transfer(batch, 0)[0], batch[0])
+    assert torch.equal(dm.on_after_batch_transfer(batch, 0)[0], floats)  # converted, not flipped
     dm.horizontal_flip = True
     torch.manual_seed(0)
     out = dm.on_after_batch_transfer(batch, 0)[0]
-    flipped = [torch.equal(o, x.flip(-1)) for o, x in zip(out, batch[0])]
-    kept = [torch.equal(o, x) for o, x in zip(out, batch[0])]
+    flipped = [torch.equal(o, x.flip(-1)) for o, x in zip(out, floats)]
+    kept = [torch.equal(o, x) for o, x in zip(out, floats)]
     assert all(f or k for f, k in zip(flipped, kept)) and 0 < sum(flipped) < 8
 
 

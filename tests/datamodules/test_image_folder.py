@@ -12,6 +12,7 @@ from PIL import Image
 
 from lit_gans.datamodules import CatFacesDataModule, ImageFolderDataModule
 from lit_gans.datamodules import preprocessing
+from lit_gans.datamodules.base import float_images
 
 
 def write_images(folder, n=3, size=(60, 40), color=(200, 30, 30)):
@@ -32,7 +33,7 @@ def module(tmp_path, data_dir, **kwargs):
 def test_any_folder_to_square_tensors(tmp_path, channels):
     write_images(tmp_path / "raw" / "nested", n=4)
     dm = module(tmp_path, tmp_path / "raw", image_size=32, channels=channels)
-    images = dm.train_set.tensors[0]
+    images = float_images(dm.train_set)
     assert images.shape == (4, channels, 32, 32) and dm.image_shape == (channels, 32, 32)
     assert images.min() >= -1 and images.max() <= 1 and dm.num_classes is None
 
@@ -42,9 +43,9 @@ def test_crop_keeps_the_centre_and_pad_keeps_everything(tmp_path):
     image.paste(0, (0, 0, 30, 30))  # black left third, white elsewhere
     (tmp_path / "raw").mkdir()
     image.save(tmp_path / "raw" / "a.png")
-    crop = module(tmp_path, tmp_path / "raw", image_size=30, channels=1, resize="crop").train_set.tensors[0][0, 0]
+    crop = module(tmp_path, tmp_path / "raw", image_size=30, channels=1, resize="crop").train_set.float_images()[0, 0]
     assert crop.min() > 0.9  # the black third is outside the central square
-    pad = module(tmp_path, tmp_path / "raw", image_size=30, channels=1, resize="pad").train_set.tensors[0][0, 0]
+    pad = module(tmp_path, tmp_path / "raw", image_size=30, channels=1, resize="pad").train_set.float_images()[0, 0]
     assert (pad < -0.9).sum() > 0 and (pad[:, :8] < -0.9).float().mean() > 0.2  # black block kept, left
 
 

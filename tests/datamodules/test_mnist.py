@@ -12,6 +12,7 @@ import torch
 SHARED_MNIST = Path(os.environ.get("LIT_GANS_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "mnist"
 
 from lit_gans.datamodules import MNISTDataModule
+from lit_gans.datamodules.base import float_images
 
 
 def raw_digits() -> np.ndarray:
@@ -24,11 +25,12 @@ def test_tensors_in_minus_one_one_in_memory_with_labels(mnist_dir):
     assert dm.image_shape == (1, 28, 28) and dm.num_classes == 10
     dm.prepare_data()
     dm.setup("fit")
-    images, labels = dm.train_set.tensors  # held as one tensor, not decoded per item
-    assert images.shape == (10_000, 1, 28, 28) and images.dtype == torch.float32
-    assert images.min() == -1 and images.max() == 1
-    # exactly the raw bytes, mapped x / 127.5 - 1
-    assert torch.allclose(images[:, 0], torch.from_numpy(raw_digits()).float() / 127.5 - 1)
+    images, labels = dm.train_set.tensors  # held as one uint8 tensor, not decoded per item
+    assert images.shape == (10_000, 1, 28, 28) and images.dtype == torch.uint8
+    assert torch.equal(images[:, 0], torch.from_numpy(raw_digits()))  # exactly the raw bytes
+    floats = float_images(dm.train_set)  # what the model sees: x / 127.5 - 1
+    assert floats.dtype == torch.float32 and floats.min() == -1 and floats.max() == 1
+    assert torch.allclose(floats[:, 0], torch.from_numpy(raw_digits()).float() / 127.5 - 1)
     assert set(labels.unique().tolist()) == set(range(10))
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (32, 1, 28, 28) and y.shape == (32,)
@@ -39,8 +41,8 @@ def test_resize_and_deterministic_validation_split(mnist_dir):
     assert dm.image_shape == (1, 32, 32)
     dm.setup()
     assert len(dm.train_set) == 9000 and len(dm.val_set) == 1000
-    assert dm.train_set.tensors[0].shape[1:] == (1, 32, 32)
-    assert dm.train_set.tensors[0].abs().max() <= 1
+    assert float_images(dm.train_set).shape[1:] == (1, 32, 32)
+    assert float_images(dm.train_set).abs().max() <= 1
     again = MNISTDataModule(mnist_dir, download=False, image_size=32, val_split=0.1, seed=7)
     again.setup()
     assert torch.equal(dm.val_set.tensors[1], again.val_set.tensors[1])
@@ -166,9 +168,9 @@ def test_the_test_split_is_the_t10k_files_read_like_the_training_images(mnist_di
     dm = MNISTDataModule(data_dir, download=False, image_size=32)
     dm.setup()
     assert len(dm.train_set) == 1000
-    images, targets = dm.test_split().tensors
+    images, targets = float_images(dm.test_split()), dm.test_split().labels
     assert images.shape == (10_000, 1, 32, 32) and images.abs().max() <= 1  # resized as the training images
-    assert torch.equal(images[:1000], dm.train_set.tensors[0]) and len(targets) == 10_000
+    assert torch.equal(images[:1000], float_images(dm.train_set)) and len(targets) == 10_000
     assert dm.test_split() is dm.test_split()  # read once
     assert MNISTDataModule(data_dir, train=False, download=False).test_split() is None  # trains on it
 

@@ -1,4 +1,5 @@
-"""Synthetic data in the real on-disk formats, with known answers: CAT-dataset faces and calligraphy fixtures."""
+"""Synthetic data in the real on-disk formats, with known answers: CAT-dataset faces and calligraphy fixtures; and
+the memory a process spends on its data (proportional set size)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from lightning.pytorch import Callback
 from PIL import Image, ImageDraw
+
+from lit_gans.datamodules import ImageFolderDataModule
 
 FONTS = sorted((Path(__file__).parents[1] / "fixtures" / "fonts").glob("*.ttf"))
 BACKGROUND = (60, 110, 170)
@@ -82,3 +86,55 @@ def color_centroid(image: np.ndarray, color) -> tuple[float, float]:
 def chw_to_hwc_uint8(image) -> np.ndarray:
     """A tensor ``(C, H, W)`` in [-1, 1] back to uint8 ``(H, W, C)``."""
     return ((image.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def proportional_set_size(pid: int | str = "self") -> int:
+    """The proportional set size of process ``pid`` (default: this one) in bytes: ``Pss`` of
+    ``/proc/<pid>/smaps_rollup`` (Linux), its private pages plus each shared page divided by the number of processes
+    that map it. Summed over processes, a page they share (a memory-mapped file in the page cache) counts once."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/{pid}/smaps_rollup has no Pss line")
+
+
+def write_random_images(folder: Path, n: int, size: int, seed: int = 0, suffix: str = ".png") -> None:
+    """``n`` distinct RGB images of ``size x size`` random pixels, ``00000<suffix>``, ... (``.bmp``: uncompressed, 6x
+    faster to write than PNGs)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:05d}{suffix}", **({"compress_level": 1} if suffix == ".png" else {}))
+
+
+class DatasetMemory(Callback):
+    """Measures the memory a datamodule's data costs each process of a fit: the growth of its proportional set size
+    (:func:`proportional_set_size`) from just before the datamodule's ``setup`` read the data to the moment every
+    training image of this process (its DDP shard) has passed through the fit's own train loader and the
+    datamodule's ``on_after_batch_transfer``, at the start of training. Written as bytes to
+    ``<folder>/rank<global rank>.txt``; picklable for ddp_spawn.
+
+    The datamodule is a :class:`MeasuredImageFolder` (which records ``pss_before_setup``)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        data = trainer.datamodule
+        for batch in trainer.train_dataloader:  # every image of this rank's shard, read as training reads it
+            data.on_after_batch_transfer(batch, 0)
+        grown = proportional_set_size() - data.pss_before_setup
+        Path(self.folder, f"rank{trainer.global_rank}.txt").write_text(str(grown))
+
+
+class MeasuredImageFolder(ImageFolderDataModule):
+    """An :class:`~lit_gans.datamodules.ImageFolderDataModule` that records the proportional set size of its process
+    just before its ``setup`` reads the data (``pss_before_setup``), for :class:`DatasetMemory`."""
+
+    def setup(self, stage=None) -> None:
+        if self.train_set is None:
+            self.pss_before_setup = proportional_set_size()
+        super().setup(stage)
