@@ -39,7 +39,7 @@ def command(args: argparse.Namespace, data_dir: Path, *extra: str) -> list[str]:
         sys.executable, "-m", "lit_gans", "fit", "--config", str(args.config),
         f"--data.init_args.data_dir={data_dir}", "--data.init_args.download=false",
         f"--data.init_args.batch_size={args.batch_size}", f"--model.init_args.max_generator_steps={args.steps}",
-        f"--trainer.callbacks.every_n_generator_steps={args.every}", "--trainer.enable_progress_bar=false", *extra,
+        f"--last_checkpoint.every_n_generator_steps={args.every}", "--trainer.enable_progress_bar=false", *extra,
     ]  # fmt: skip
 
 

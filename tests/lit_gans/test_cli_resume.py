@@ -29,7 +29,7 @@ def command(mnist_dir: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "lit_gans", "fit", "--config", str(CONFIG),
         f"--data.init_args.data_dir={mnist_dir}", "--data.init_args.download=false", "--data.init_args.batch_size=32",
-        "--trainer.callbacks.every_n_generator_steps=20", "--trainer.enable_progress_bar=false", *extra,
+        "--last_checkpoint.every_n_generator_steps=20", "--trainer.enable_progress_bar=false", *extra,
     ]  # fmt: skip
 
 
@@ -328,10 +328,11 @@ def test_another_config_of_the_same_class_resumes_the_run_as_it_was_trained_and_
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    # the conditional config's model (the hinge loss, a projection D) with the unconditional Trainer (its metrics
+    # the conditional config's model (the hinge loss, a projection D) with the unconditional callbacks (its metrics
     # callbacks would refuse an unconditional model); the DCGAN run was trained with DCGAN's default objective
     config = (REPO / "configs" / "cgan_projection_mnist.yaml").read_text()
-    config = config.replace("trainer: trainer/mnist_conditional.yaml", f"trainer: {REPO / 'configs' / 'trainer' / 'mnist.yaml'}")
+    config = config.replace("config: callbacks/mnist_conditional.yaml", f"config: {REPO / 'configs' / 'callbacks' / 'mnist.yaml'}")
+    config = config.replace("trainer: trainer/default.yaml", f"trainer: {REPO / 'configs' / 'trainer' / 'default.yaml'}")
     assert str(REPO) in config
     (tmp_path / "cgan_projection_mnist.yaml").write_text(config)
     args = command(mnist_dir, f"--ckpt_path={checkpoints}", "--model.init_args.max_generator_steps=8")[3:]
@@ -387,6 +388,6 @@ def test_a_conditional_run_resumed_with_its_config_reports_no_difference(tmp_pat
     caplog.clear()
     resumed = main([*args, "--model.init_args.max_generator_steps=3", f"--ckpt_path={checkpoint_folder(tmp_path)}"])
     assert resumed.model.num_classes == 10 and resumed.model.generator_step == 3
-    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("lit_gans: ")]
-    assert "lit_gans: --model.init_args.max_generator_steps=3 overrides the checkpoint's 2" in said
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("lit-gans: ")]
+    assert "lit-gans: --model.init_args.max_generator_steps=3 overrides the checkpoint's 2" in said
     assert [line for line in said if "from the checkpoint" in line] == []  # config and data agree with it
