@@ -69,18 +69,30 @@ def only_fid(cli) -> FIDCallback:
     return fid
 
 
-def test_the_readme_own_folder_command_trains_offline_in_efficientnet_features(offline):
+def test_the_readme_own_folder_command_trains_offline_in_efficientnet_features(offline, capfd):
     write_images(offline / "photos", 8, seed=0)
     said = "no Inception weights, so FID is measured in ImageNet EfficientNet-Lite0 features"
     said += ".* logged as fid_efficientnet_lite0, not comparable with Inception FIDs"
     with pytest.warns(UserWarning, match=said):
         cli = main([*README_OWN_FOLDER, f"--data.init_args.data_dir={offline / 'photos'}",
-                    "--data.init_args.image_size=64", "--data.init_args.channels=3", *TINY_RUN])  # fmt: skip
+                    "--data.init_args.image_size=64", "--data.init_args.channels=3", *TINY_RUN,
+                    "--fid.every_n_generator_steps=2", "--fid.num_real=8", "--fid.num_fake=8"])  # fmt: skip
     assert cli.trainer.state.finished and cli.model.generator_step == 2
     fid = only_fid(cli)
     assert fid.extractor_name == "efficientnet_lite0" and fid.fid_key == "fid_efficientnet_lite0"
+    # the value is labelled by its features wherever it shows: the logged keys, the best checkpoint, the summary
+    logged = float(cli.trainer.callback_metrics["fid_efficientnet_lite0"])
+    assert not {"fid", "best_fid"} & set(cli.trainer.callback_metrics)
     [best] = [c for c in cli.trainer.callbacks if isinstance(c, BestCheckpoint)]
     assert best.monitor == "fid_efficientnet_lite0"  # the config's monitor: fid follows the feature space
+    assert Path(best.best_model_path).name == "best-fid_efficientnet_lite0-generator_step=2.ckpt"
+    assert f"best fid_efficientnet_lite0: {logged:.4g} at generator step 2" in fit_summary(cli.trainer, cli.model)
+    capfd.readouterr()
+    # and evaluate's table, from the run folder, reproduces it under the same name
+    main(["evaluate", "--ckpt_path", str(Path(best.best_model_path).parent.parent)])
+    rows = dict(line.split()[:2] for line in capfd.readouterr().out.splitlines() if line.startswith("fid"))
+    assert list(rows) == ["fid_efficientnet_lite0"]
+    assert float(rows["fid_efficientnet_lite0"]) == pytest.approx(logged, rel=1e-3)
 
 
 def test_the_readme_own_folder_command_with_class_folders_measures_fid_in_a_classifier_of_them(offline):
@@ -222,3 +234,13 @@ def test_the_fid_of_a_fit_is_labelled_by_its_features_in_logs_checkpoint_names_a
     state = torch.load(best.best_model_path, weights_only=True)["callbacks"]
     assert any(v.get("fid_key") == "fid_efficientnet_lite0" for k, v in state.items() if k.startswith("FIDCallback"))
     assert f"best fid_efficientnet_lite0: {fid.best_fid:.4g} at generator step 2" in fit_summary(trainer, model)
+
+
+def test_a_resumed_best_fid_of_another_feature_space_is_not_compared_with_this_one():
+    cb = FIDCallback("efficientnet_lite0")
+    said = r"best FID \(fid 3\) is in another feature space than this run.s fid_efficientnet_lite0"
+    with pytest.warns(UserWarning, match=said):
+        cb.load_state_dict({"last_step": 4, "best_fid": 3.0, "best_step": 4, "fid_key": "fid"})
+    assert cb.best_fid is None and cb.best_step is None
+    cb.load_state_dict({"last_step": 4, "best_fid": 3.0, "best_step": 4, "fid_key": "fid_efficientnet_lite0"})
+    assert (cb.best_fid, cb.best_step) == (3.0, 4)
