@@ -82,7 +82,7 @@ def match_generator_ema(module: Any, state_dict: dict[str, Any]) -> None:
             if key.startswith("generator."):
                 state_dict[prefix + "module." + key[len("generator."):]] = value.clone()
         state_dict[prefix + "n_averaged"] = torch.zeros_like(module.generator_ema.n_averaged)
-        rank_zero_info("lit_gans: the checkpoint has no generator average; it starts from the checkpoint's generator")
+        rank_zero_info("lit-gans: the checkpoint has no generator average; it starts from the checkpoint's generator")
 
 
 __all__ = ["AveragedGenerator", "EMAUpdate", "EMA_STATISTICS_BATCHES", "match_generator_ema"]

@@ -310,3 +310,14 @@ def test_run_names_say_model_and_data(tmp_path, capsys):
                 f"--data.init_args.data_dir={glyphs}", "--data.init_args.image_size=64") == "DCGAN-glyphs64"  # fmt: skip
     assert name("ralsgan_cats64.yaml") == "DCGAN-RaLSGAN-CatFaces64"
     assert name("cgan_projection_mnist.yaml") == "DCGAN-Hinge-projection-MNIST"
+
+
+def test_every_message_of_the_package_says_lit_gans_as_the_command_is_named():
+    # before: "lit_gans: continuing W&B run ..." beside "lit-gans: error: ..."
+    roots = [REPO / "lit_gans", REPO / "callbacks", REPO / "datamodules"]
+    underscored = [
+        f"{path.relative_to(REPO)}:{number}"
+        for root in roots for path in sorted(root.rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1) if re.search(r"""f?["']lit_gans: """, line)
+    ]  # fmt: skip
+    assert not underscored
