@@ -276,3 +276,17 @@ def test_warnings_end_the_bars_line_once_in_a_file_or_pipe(capsys):
     bar.close()
     lines = capsys.readouterr().out.split("\n")
     assert len(lines) == 3 and "3/10" in lines[0] and "4/10" in lines[1] and lines[2] == ""
+
+
+def test_lightnings_default_model_table_gives_way_to_the_header_line_a_chosen_one_stays():
+    from lightning.pytorch.callbacks import ModelSummary
+
+    def tables_of(**kwargs):
+        trainer = Trainer(**{**tiny_trainer_kwargs(), **kwargs})
+        trainer.fit(DCGAN(**TINY, max_generator_steps=1), RandomImages())
+        return [c for c in trainer.callbacks if isinstance(c, ModelSummary)]
+
+    (default,) = tables_of(enable_model_summary=True)
+    assert default._max_depth == 0  # prints nothing: the header line says what the table said
+    mine = ModelSummary(max_depth=2)
+    assert tables_of(enable_model_summary=True, callbacks=[mine]) == [mine] and mine._max_depth == 2
