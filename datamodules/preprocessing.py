@@ -323,8 +323,9 @@ def stack_images(arrays: list[np.ndarray]) -> torch.Tensor:
     """One uint8 tensor ``(N, C, H, W)`` of the images :func:`preprocess` returned, emptying ``arrays`` as it copies
     them: the dataset is held once (plus one image), not twice as ``np.stack`` would."""
     images = torch.empty((len(arrays), *arrays[0].shape), dtype=torch.uint8)
+    out = images.numpy()  # the same memory; numpy copies read-only arrays (PIL's) without a warning
     for i in range(len(arrays)):
-        images[i] = torch.from_numpy(arrays[i])
+        out[i] = arrays[i]
         arrays[i] = None  # type: ignore[call-overload]
     arrays.clear()
     return images

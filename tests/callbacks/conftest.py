@@ -25,7 +25,7 @@ def calibrated_inception_home(inception_home, mnist_dir, tmp_path_factory) -> Pa
 
     dm = MNISTDataModule(mnist_dir, download=False)
     dm.setup()
-    calibration = ((dm.train_set.tensors[0][-16:] + 1) * 127.5).round().to(torch.uint8).repeat(1, 3, 1, 1)
+    calibration = dm.train_set.images[-16:].repeat(1, 3, 1, 1)  # uint8 digits, as held
 
     source = inception_home / "hub" / "checkpoints" / INCEPTION_FILE
     net = NoTrainInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(source))

@@ -32,9 +32,11 @@ from lit_gans.callbacks.classifier import (
     generate_labelled,
     held_out_split,
     is_mnist_digits,
+    labelled_tensors,
 )
 from lit_gans.callbacks.conditional import metric_keys
 from lit_gans.datamodules import MNISTDataModule
+from lit_gans.datamodules.base import float_images
 
 #: a data classifier that trains in about a second on two cores
 SMALL = dict(max_images=2000, epochs=4, batch_size=32)
@@ -93,7 +95,7 @@ def with_val(mnist_dir):
 
 
 def replay(dm, follow_labels=True):
-    return ReplayConditional(*dm.train_set.tensors, follow_labels=follow_labels)
+    return ReplayConditional(*labelled_tensors(dm.train_set), follow_labels=follow_labels)
 
 
 # ---------------------------------------------------------------------------------------------- conditional accuracy
@@ -176,7 +178,7 @@ def test_the_data_classifier_is_cached_by_data_identity_and_options(mnist, mnist
     assert trained == [1] and [p.name for p in tmp_path.iterdir()] == [p.name for p in tmp_path.glob("classifier-*.pt")]
     assert len(list(tmp_path.iterdir())) == 1  # the weights, no temporary file left
     # the held-out accuracy is that of the fixed held-out part of the training images
-    images, labels = (t[: SMALL["max_images"]] for t in mnist.train_set.tensors)
+    images, labels = (t[: SMALL["max_images"]] for t in labelled_tensors(mnist.train_set))
     held = held_out_split(len(images), 0.1, 0)[1]
     assert first.held_out_accuracy == pytest.approx(classifier_accuracy(first, images[held], labels[held]))
 
@@ -206,7 +208,7 @@ def test_auto_scores_ten_classes_of_grey_28px_images_that_are_not_digits_with_th
 
     from lit_gans.datamodules import ImageFolderDataModule
 
-    images, labels = mnist.train_set.tensors
+    images, labels = labelled_tensors(mnist.train_set)
     for c in range(10):
         (tmp_path / "folders" / f"kind{c}").mkdir(parents=True)
         for i, image in enumerate(images[labels == c][:8]):
@@ -240,7 +242,7 @@ def test_intra_class_fid_is_the_mean_of_torchmetrics_per_class_fids(mnist, tmp_p
         assert set(results) == {"fid", "fid_intra_class"}
         values[follow] = results["fid_intra_class"].item()
         # by definition: FID(real images of class c, fakes generated for class c), averaged over c
-        images, labels = mnist.train_set.tensors
+        images, labels = labelled_tensors(mnist.train_set)
         z = model.sample_latent(400, generator=torch.Generator().manual_seed(5 + 1))
         expected = []
         for c in range(10):
@@ -273,7 +275,7 @@ def test_classifier_feature_fid_names_its_feature_space(mnist, tmp_path, caplog)
     # by definition: torchmetrics' FID on the data classifier's penultimate features
     features = data_classifier(mnist, tmp_path / "classifier", **SMALL)
     fid = FrechetInceptionDistance(feature=features, normalize=True)
-    fid.update(mnist.train_set.tensors[0][:300], real=True)
+    fid.update(float_images(mnist.train_set, slice(None, 300)), real=True)
     z = model.sample_latent(300, generator=torch.Generator().manual_seed(cb.seed))
     fid.update(model.sample(z=z, labels=cb.fake_labels(model, 10)), real=False)
     assert trainer.callback_metrics["fid_classifier"].item() == pytest.approx(fid.compute().item(), rel=1e-4)
@@ -289,7 +291,7 @@ def test_classification_accuracy_score_against_its_definition(with_val):
     # by definition: a classifier trained on the labelled samples only, scored on the real test images (val_set)
     fake, labels = generate_labelled(replay(with_val), 10, 100, seed=3)
     on_fakes = fit_classifier(fake, labels, 10, epochs=8, seed=3)
-    assert good["cas"] == pytest.approx(classifier_accuracy(on_fakes, *with_val.val_set.tensors), abs=1e-6)
+    assert good["cas"] == pytest.approx(classifier_accuracy(on_fakes, *labelled_tensors(with_val.val_set)), abs=1e-6)
     ignoring = classification_accuracy_score(
         replay(with_val, follow_labels=False), with_val, real_data_accuracy=good["real_data_accuracy"], **recipe
     )

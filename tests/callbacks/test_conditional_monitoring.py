@@ -28,6 +28,7 @@ from lit_gans.callbacks import (
 )
 from lit_gans.cli import _user_error, main
 from lit_gans.datamodules import MNISTDataModule
+from lit_gans.datamodules.base import float_images
 from lit_gans.evaluate import evaluate
 
 SHARED_MNIST = Path(os.environ.get("LIT_GANS_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "mnist"
@@ -185,11 +186,11 @@ def test_cas_tests_on_the_real_test_split_never_on_the_training_images(mnist_5k_
     trainer.fit(model, dm)
     assert {"cas/accuracy", "cas/real_data_accuracy"} <= set(trainer.callback_metrics)
     assert len(scored) == 2  # the classifier on samples (CAS) and the one on as many real images (its ceiling)
-    test_images, test_labels = dm.test_split().tensors
+    test_images, test_labels = classifier_module.labelled_tensors(dm.test_split())
     assert len(test_images) == 10_000
     for images, labels in scored:
         assert torch.equal(images, test_images) and torch.equal(labels, test_labels)
-    assert not rows(test_images) & rows(dm.train_set.tensors[0])  # not one image the generator trained on
+    assert not rows(test_images) & rows(float_images(dm.train_set))  # not one image the generator trained on
 
 
 def test_cas_without_a_test_split_tests_on_the_validation_split_or_is_refused(tmp_path):

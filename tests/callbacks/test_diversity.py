@@ -10,8 +10,10 @@ from lightning.pytorch import Trainer
 from lit_gans import DCGAN
 from lit_gans.callbacks import DiversityMonitor
 from lit_gans.callbacks.diversity import mode_statistics, ms_ssim_settings, pairwise_ms_ssim
+from lit_gans.callbacks.classifier import labelled_tensors
 from lit_gans.callbacks.features import MNISTClassifier
 from lit_gans.datamodules import MNISTDataModule
+from lit_gans.datamodules.base import float_images
 
 
 @pytest.mark.parametrize("size", [28, 32, 64, 128])
@@ -26,7 +28,7 @@ def test_ms_ssim_works_at_every_resolution(size):
 def test_collapsed_generator_is_separated_from_real_digits(mnist_dir):
     dm = MNISTDataModule(mnist_dir, download=False)
     dm.setup()
-    digits = dm.train_set.tensors[0][:400]
+    digits = float_images(dm.train_set, slice(None, 400))
     real = pairwise_ms_ssim(digits)
     collapsed = pairwise_ms_ssim(digits[:1].repeat(400, 1, 1, 1))
     nearly = pairwise_ms_ssim(digits[:3].repeat(134, 1, 1, 1)[:400])  # three modes only
@@ -46,7 +48,7 @@ def test_mode_statistics_count_covered_classes_and_kl():
 def test_classifier_counts_modes_of_real_digits(mnist_dir):
     dm = MNISTDataModule(mnist_dir, download=False)
     dm.setup()
-    images, labels = dm.train_set.tensors
+    images, labels = labelled_tensors(dm.train_set)
     logits = MNISTClassifier.pretrained().logits(images[:2000])
     assert (logits.argmax(1) == labels[:2000]).float().mean() > 0.95
     counts = torch.bincount(logits.argmax(1), minlength=10).float()

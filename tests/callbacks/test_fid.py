@@ -17,6 +17,7 @@ from lit_gans import VanillaGAN
 from lit_gans.callbacks import FIDCallback
 from lit_gans.callbacks.features import INCEPTION_FILE, VGG16_FILE, VGG16_URL
 from lit_gans.datamodules import MNISTDataModule
+from lit_gans.datamodules.base import float_images
 
 
 class ReplayGAN(torch.nn.Module):
@@ -53,7 +54,7 @@ def fid_between(real, fake, tmp_path, **kwargs) -> float:
 def digits(mnist_dir):
     dm = MNISTDataModule(mnist_dir, download=False)
     dm.setup()
-    return dm.train_set.tensors[0]
+    return float_images(dm.train_set)
 
 
 def test_fid_is_near_zero_for_two_halves_and_large_for_noise(digits, tmp_path):

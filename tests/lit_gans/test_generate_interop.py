@@ -22,6 +22,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from lit_gans import DCGAN
 from lit_gans.callbacks import FIDCallback, MNISTClassifier
 from lit_gans.datamodules import MNISTDataModule
+from lit_gans.datamodules.base import float_images
 from lit_gans.evaluate import evaluate
 from lit_gans.generate import generate, png_bytes, to_uint8
 
@@ -80,7 +81,7 @@ def test_torch_fidelity_fid_of_generated_pngs_equals_the_packages_fid(mnist_dir,
     fake_dir = generate(str(tmp_path / "mnist.ckpt"), NUM_FAKE, str(tmp_path / "fake"), seed=SEED, device="cpu", progress=False)
     real_dir = tmp_path / "real"
     real_dir.mkdir()
-    real = data.train_set.tensors[0][:NUM_REAL]
+    real = float_images(data.train_set, slice(None, NUM_REAL))
     for i, image in enumerate(to_uint8(real)):
         (real_dir / f"{i:06d}.png").write_bytes(png_bytes(image))
     assert np.array_equal(np.asarray(Image.open(real_dir / "000007.png")), to_uint8(real[7:8])[0, ..., 0])
