@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import errno
+import re
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -138,9 +139,16 @@ def top_level_help() -> str:
     for command, use in NOT_FOR_GANS.items():
         commands[command] = f"not for GANs: {use.split(': ', 1)[-1]}"
     width = max(map(len, commands)) + 2
-    rows = "\n".join(f"  {name:<{width}}{' '.join(text.split())}" for name, text in commands.items())
+    rows = "\n".join(f"  {name:<{width}}{_plain(text)}" for name, text in commands.items())
     return (f"usage: lit-gans COMMAND [OPTIONS]   (lit-gans COMMAND --help lists a command's options)\n\n"
             f"{DESCRIPTION}\n\ncommands:\n{rows}\n")
+
+
+def _plain(text: str) -> str:
+    """A docstring's sentence for a terminal: one line, Sphinx roles and literals as plain words, a capital first."""
+    text = re.sub(r"\s*\(:\w+:`[^`]*`\)", "", " ".join(text.split()))  # a parenthesised cross-reference
+    text = re.sub(r":\w+:`~?(?:[\w.]+\.)?([\w]+)`", r"\1", text).replace("``", "")
+    return text[:1].upper() + text[1:]
 
 
 def run_command(name: str, args: list[str], prog: str) -> Any:

@@ -59,7 +59,7 @@ CALLBACK_GROUPS: dict[str, tuple[type, str]] = {
 #: ``--config`` of ``fit`` or ``evaluate``), and the resumed checkpoint is not part of that
 FIT_ONLY_KEYS = ("ckpt_path", "weights_only")
 CKPT_PATH_HELP = (
-    "Resume a run: its run folder (lightning_logs/lit-gans/<run id>), its checkpoints/ folder (the newest valid "
+    "Resume a run: its run folder (<save_dir>/<project>/<run id>), its checkpoints/ folder (the newest valid "
     "checkpoint there) or a checkpoint file. The model's arguments come from the checkpoint; the command line may "
     "change the budget. Lightning's `last` and `best` (checkpoints of the trainer's own, new run folder, which is "
     "empty) are refused: name the run."
