@@ -5,6 +5,7 @@ from lit_gans.datamodules.calligraphy import CalligraphyDataModule, render_font_
 from lit_gans.datamodules.cat_faces import CatFacesDataModule
 from lit_gans.datamodules.image_folder import CachedImageDataModule, ImageFolderDataModule
 from lit_gans.datamodules.mnist import MNISTDataModule
+from lit_gans.datamodules.streaming import StreamingImageDataModule, prepare_streaming
 
 __all__ = [
     "CachedImageDataModule",
@@ -13,5 +14,7 @@ __all__ = [
     "ImageDataModule",
     "ImageFolderDataModule",
     "MNISTDataModule",
+    "StreamingImageDataModule",
+    "prepare_streaming",
     "render_font_dataset",
 ]

@@ -1,0 +1,253 @@
+"""Streaming: a folder datamodule prepared once into LitData chunks (``lit-gans prepare``, ``prepare_streaming``),
+trained from with StreamingImageDataModule on 2 DDP ranks, resumed mid-epoch, in memory that does not grow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from streaming_testing import MemoryAt, SeenImages, StopAt, image_ids, read_seen, write_indexed_images
+from gan_testing import tiny_trainer_kwargs
+
+from lit_gans import DCGAN, GAN
+from lit_gans.callbacks import FIDCallback
+from lit_gans.cli import main
+from lit_gans.datamodules import ImageDataModule, ImageFolderDataModule, StreamingImageDataModule, prepare_streaming
+from lit_gans.datamodules import streaming
+from lit_gans.datamodules.base import uint8_to_unit_range
+from lit_gans.fit_cli import CLI_OPTIONS, GANCLI
+
+#: 2,000 RGB images, in chunks of about 85 images
+COUNT = 2000
+
+
+def floats(dataset) -> torch.Tensor:
+    """A split's images as the model receives them: float in [-1, 1]."""
+    return dataset.float_images()
+
+
+def labels_of(dataset) -> torch.Tensor:
+    return dataset.labels
+
+
+def prepare_indexed(root: Path, size: int, chunk_bytes: str) -> Path:
+    """:data:`COUNT` indexed images of ``size`` px in 4 class folders, prepared."""
+    write_indexed_images(root / "raw", COUNT, size, classes=4)
+    dm = ImageFolderDataModule(root / "raw", image_size=size, labels=True, preprocess_workers=0)
+    return Path(prepare_streaming(dm, root / "prepared", chunk_bytes=chunk_bytes).location)
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory) -> Path:
+    """2,000 images of 16 px (1.5 MB as uint8), prepared once: quick to train on."""
+    return prepare_indexed(tmp_path_factory.mktemp("large"), 16, "64KB")
+
+
+@pytest.fixture(scope="module")
+def large_64px(tmp_path_factory) -> Path:
+    """2,000 images of 64 px (24.6 MB as uint8), prepared once: large enough to see memory grow."""
+    return prepare_indexed(tmp_path_factory.mktemp("large_64px"), 64, "1MB")
+
+
+@pytest.fixture
+def small(tmp_path) -> Path:
+    """29 indexed images of 16 px in 3 class folders, and a file that is no image."""
+    raw = write_indexed_images(tmp_path / "raw", 29, 16, classes=3)
+    (raw / "c0" / "notes.png").write_text("not an image")
+    return raw
+
+
+def prepare_args(raw: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "prepare", "--data", "lit_gans.datamodules.ImageFolderDataModule", f"--data.data_dir={raw}",
+        "--data.image_size=16", "--data.labels=true", "--data.val_split=0.2", "--data.preprocess_workers=0",
+        f"--output_dir={out}", "--chunk_bytes=4KB", *extra,
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------- prepare
+def test_prepare_cli_stores_the_in_memory_split_and_a_rerun_is_a_no_op(small, tmp_path, capsys):
+    out = tmp_path / "prepared"
+    main(prepare_args(small, out))
+    said = capsys.readouterr().out.strip().splitlines()[-1]
+    assert said == (
+        f"lit-gans: prepared 23 training images and 6 held out (3x16x16) in {out}: 29 images used, 1 skipped "
+        "(not_an_image: 1)"
+    )
+    metadata = json.loads((out / streaming.METADATA_FILE).read_text())
+    assert metadata["class_names"] == ["c0", "c1", "c2"] and metadata["summary"]["skipped"] == 1
+    assert len(list((out / "train").glob("*.bin"))) > 1  # several chunks
+
+    # the streamed splits are the in-memory module's, image for image, as the same floats
+    memory = ImageFolderDataModule(small, image_size=16, labels=True, val_split=0.2, preprocess_workers=0,
+                                   cache_dir=tmp_path / "cache")  # fmt: skip
+    memory.setup("fit")
+    streamed = StreamingImageDataModule(input_dir=out, batch_size=4)
+    streamed.setup("fit")
+    assert streamed.image_shape == (3, 16, 16) and streamed.num_classes == 3
+    assert streamed.class_names == ["c0", "c1", "c2"]
+    for mine, theirs in ((streamed.train_set, memory.train_set), (streamed.val_set, memory.val_set)):
+        assert torch.equal(floats(mine), floats(theirs))
+        assert torch.equal(labels_of(mine), labels_of(theirs))
+        assert torch.equal(torch.stack([mine[i][0] for i in range(len(mine))]), theirs.images)  # stored as uint8
+    assert torch.equal(streamed.class_counts(), memory.class_counts())
+
+    stamp = (out / streaming.METADATA_FILE).stat().st_mtime_ns
+    main(prepare_args(small, out))
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        f"lit-gans: {out} already holds these 23 training images and 6 held out (3x16x16); nothing to do"
+    )
+    assert (out / streaming.METADATA_FILE).stat().st_mtime_ns == stamp
+
+
+def test_prepare_refuses_an_output_dir_that_holds_something_else(small, tmp_path, capsys):
+    def error(out: Path, *extra: str) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            main(prepare_args(small, out, *extra))
+        assert exit_info.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "photo.jpg").write_bytes(b"mine")
+    assert error(other) == (
+        f"lit-gans: error: output_dir={other} is not empty and holds no prepared dataset (no lit_gans_dataset.json): "
+        "give an empty or new folder"
+    )
+    assert (other / "photo.jpg").read_bytes() == b"mine" and len(list(other.iterdir())) == 1
+
+    out = tmp_path / "prepared"
+    main(prepare_args(small, out))
+    capsys.readouterr()
+    assert error(out, "--data.image_size=8").startswith(
+        f"lit-gans: error: output_dir={out} holds images prepared from other data (lit_gans.datamodules.image_folder."
+        "ImageFolderDataModule of "
+    )
+    assert error(tmp_path / "nowhere", "--chunk_size=3").startswith("lit-gans: error: prepare: ")
+    with pytest.raises(SystemExit):
+        main(["prepare", "--data", "lit_gans.datamodules.MNISTDataModule", f"--output_dir={tmp_path / 'mnist'}"])
+    assert "MNISTDataModule is not a folder datamodule" in capsys.readouterr().err
+
+
+def test_an_interrupted_prepare_leaves_nothing_taken_for_a_dataset(small, tmp_path, monkeypatch):
+    out = tmp_path / "prepared"
+    dm = ImageFolderDataModule(small, image_size=16, labels=True, val_split=0.2, preprocess_workers=0)
+    write_chunks = streaming._write_chunks
+
+    def killed_after_the_training_chunks(staged, order, output_dir, chunk_bytes):
+        write_chunks(staged, order, output_dir, chunk_bytes)
+        raise KeyboardInterrupt  # a kill between the training and the validation chunks
+
+    monkeypatch.setattr(streaming, "_write_chunks", killed_after_the_training_chunks)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_streaming(dm, out)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging or partial folder left
+    with pytest.raises(FileNotFoundError, match="holds no prepared dataset"):
+        StreamingImageDataModule(input_dir=out)
+    monkeypatch.setattr(streaming, "_write_chunks", write_chunks)
+    assert prepare_streaming(dm, out).wrote
+    assert StreamingImageDataModule(input_dir=out).metadata["train_images"] == 23
+
+
+# ---------------------------------------------------------------------------------------------------- training
+def test_two_ranks_stream_disjoint_shards_and_resume_mid_epoch(large, tmp_path):
+    """Run 1 stops after batch 7 of epoch 0 (a checkpoint, as a preemption leaves); run 2 resumes from it and
+    trains the rest of epoch 0 and all of epoch 1. In each epoch each rank saw every image of its shard once, the
+    shards are disjoint, and together they are the whole dataset."""
+    seen, checkpoint = tmp_path / "seen", tmp_path / "interrupted.ckpt"
+    seen.mkdir()
+
+    def fit(max_epochs, callbacks, ckpt_path=None):
+        model = DCGAN(image_shape=(3, 16, 16), latent_dim=8, generator_width=4, discriminator_width=4,
+                      max_generator_steps=10_000)  # fmt: skip
+        trainer = Trainer(**tiny_trainer_kwargs(
+            max_epochs=max_epochs, devices=2, strategy="ddp_spawn_find_unused_parameters_true", callbacks=callbacks
+        ))  # fmt: skip
+        trainer.fit(model, StreamingImageDataModule(input_dir=large, batch_size=50, seed=3), ckpt_path=ckpt_path)
+
+    fit(1, [SeenImages(str(seen)), StopAt(str(checkpoint), epoch=0, batch=7)])
+    first = read_seen(seen)
+    assert [len(first[rank][0]) for rank in (0, 1)] == [8 * 50, 8 * 50]
+    fit(2, [SeenImages(str(seen))], ckpt_path=str(checkpoint))
+    both = read_seen(seen)
+    for epoch in (0, 1):
+        shards = [both[rank][epoch] for rank in (0, 1)]
+        for shard in shards:
+            assert len(shard) == COUNT // 2 and len(set(shard)) == COUNT // 2, "an image seen twice, or one skipped"
+        assert not set(shards[0]) & set(shards[1]), "the ranks trained on the same images"
+        assert set(shards[0]) | set(shards[1]) == set(range(COUNT))
+    assert both[0][0][: 8 * 50] == first[0][0]  # run 2 appended: the interrupted part is run 1's
+    assert both[0][0] != both[0][1]  # each epoch is shuffled anew
+
+
+def test_memory_does_not_grow_with_the_images_streamed(large_64px):
+    memory = MemoryAt(200, COUNT)
+    model = DCGAN(image_shape=(3, 64, 64), latent_dim=8, generator_width=4, discriminator_width=4,
+                  max_generator_steps=10_000)  # fmt: skip
+    trainer = Trainer(**tiny_trainer_kwargs(max_epochs=1, callbacks=[memory]))
+    trainer.fit(model, StreamingImageDataModule(input_dir=large_64px, batch_size=20))
+    dataset_bytes = COUNT * 3 * 64 * 64
+    grown = memory.memory[COUNT] - memory.memory[200]
+    # holding what it streamed would add 22 MB (uint8) or 88 MB (float) between the two
+    assert grown < dataset_bytes / 4, f"memory grew by {grown / 2**20:.1f} MiB from 200 to {COUNT} images streamed"
+
+
+def test_batches_convert_on_the_device_and_flip_when_asked(large):
+    dm = StreamingImageDataModule(input_dir=large, batch_size=8, shuffle=False, horizontal_flip=True)
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (8, 3, 16, 16)  # a quarter of float's bytes
+    dm.trainer = SimpleNamespace(training=True)
+    torch.manual_seed(0)
+    flipped, same_labels = dm.on_after_batch_transfer([images, labels], 0)
+    expected = uint8_to_unit_range(images)
+    assert torch.equal(same_labels, labels)
+    for image, before in zip(flipped, expected):
+        assert torch.equal(image, before) or torch.equal(image, before.flip(-1))
+    assert not torch.equal(flipped, expected)
+    dm.train_set = None
+    dm.setup("fit")
+    assert torch.equal(expected, dm.train_set.float_images(slice(0, 8)))  # the stored order, unshuffled
+
+
+# ---------------------------------------------------------------------------------------------------- the fit CLI
+def test_a_conditional_model_takes_the_classes_of_the_prepared_data(large):
+    cli = GANCLI(
+        GAN, ImageDataModule, **CLI_OPTIONS, run=False,
+        args=["--model=lit_gans.DCGAN", "--model.init_args.conditioning=projection", "--model.init_args.latent_dim=8",
+              "--data=lit_gans.datamodules.StreamingImageDataModule", f"--data.init_args.input_dir={large}",
+              "--trainer.logger=false"],
+    )  # fmt: skip
+    assert cli.model.num_classes == 4 and cli.model.image_shape == (3, 16, 16)
+    assert cli.datamodule.class_names == ["c0", "c1", "c2", "c3"]
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+def test_fid_reads_its_real_images_from_the_stream_keyed_on_their_source(small, tmp_path):
+    out = tmp_path / "prepared"
+    main(prepare_args(small, out))
+    memory = ImageFolderDataModule(small, image_size=16, labels=True, val_split=0.2, preprocess_workers=0,
+                                   cache_dir=tmp_path / "cache")  # fmt: skip
+    memory.setup("fit")
+    streamed = StreamingImageDataModule(input_dir=out, batch_size=4)
+    streamed.setup("fit")
+    fid = FIDCallback("mnist", num_real=10, num_fake=4, cache_dir=tmp_path / "fid")
+    fid.setup(None, None, "fit")
+    real = fid._real_images(SimpleNamespace(datamodule=streamed))
+    assert torch.equal(real, memory.train_set.float_images(slice(0, 10)))  # the first num_real, as in memory
+    assert len(set(image_ids(real))) == 10
+
+    key = fid.cache_path(SimpleNamespace(datamodule=streamed))
+    copy = tmp_path / "copy"  # the same images elsewhere (as in object storage): the same statistics
+    shutil.copytree(out, copy)
+    assert fid.cache_path(SimpleNamespace(datamodule=StreamingImageDataModule(input_dir=copy))) == key
+    other = tmp_path / "other"
+    main(prepare_args(small, other, "--data.val_split=0.1"))  # other training images
+    assert fid.cache_path(SimpleNamespace(datamodule=StreamingImageDataModule(input_dir=other))) != key
