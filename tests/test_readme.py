@@ -27,8 +27,8 @@ def test_readme_main_job_config_exists():
 
 def test_readme_python_examples_run(mnist_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
-    train, optimizers = blocks[:2]
+    in_python = (REPO / "README.md").read_text().split("\n## In Python\n", 1)[1]
+    train, optimizers = re.findall(r"```python\n(.*?)```", in_python, re.S)[:2]
     assert '"data"' in train and "10_000" in train
     namespace: dict = {}
     exec(train.replace('"data"', repr(str(mnist_dir))).replace("10_000", "2"), namespace)  # 2 steps, not 10,000
