@@ -737,7 +737,7 @@ class GAN(DivergenceGuard, AveragedGenerator, LightningModule):
         training_loop_started()  # SIGTERM and Ctrl-C from here on: stop at a batch end, with a checkpoint
         if self._budget_reached():  # a finished run resumed: train nothing, say so
             rank_zero_info(
-                f"lit_gans: the budget of max_generator_steps={self.max_generator_steps} generator steps is already "
+                f"lit-gans: the budget of max_generator_steps={self.max_generator_steps} generator steps is already "
                 f"reached (generator step {self._generator_step}); nothing to train. Raise max_generator_steps to "
                 "train on."
             )

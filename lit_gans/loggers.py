@@ -61,7 +61,7 @@ class WandbLogger(_LightningWandbLogger):
         if offline is None and "WANDB_MODE" not in os.environ and kwargs.get("mode") is None:
             offline = not wandb_api_key_configured()
             if offline:
-                rank_zero_info("lit_gans: no W&B API key configured, logging offline (upload later: wandb sync)")
+                rank_zero_info("lit-gans: no W&B API key configured, logging offline (upload later: wandb sync)")
         if offline:
             kwargs["mode"] = "offline"
             log_model = False  # nothing can be uploaded offline; Lightning would raise
