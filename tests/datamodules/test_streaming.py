@@ -12,12 +12,19 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from streaming_testing import MemoryAt, SeenImages, StopAt, image_ids, read_seen, write_indexed_images
+from data_testing import write_cat_face
 from gan_testing import tiny_trainer_kwargs
 
 from lit_gans import DCGAN, GAN
 from lit_gans.callbacks import FIDCallback
 from lit_gans.cli import main
-from lit_gans.datamodules import ImageDataModule, ImageFolderDataModule, StreamingImageDataModule, prepare_streaming
+from lit_gans.datamodules import (
+    CatFacesDataModule,
+    ImageDataModule,
+    ImageFolderDataModule,
+    StreamingImageDataModule,
+    prepare_streaming,
+)
 from lit_gans.datamodules import streaming
 from lit_gans.datamodules.base import uint8_to_unit_range
 from lit_gans.fit_cli import CLI_OPTIONS, GANCLI
@@ -251,3 +258,26 @@ def test_fid_reads_its_real_images_from_the_stream_keyed_on_their_source(small, 
     other = tmp_path / "other"
     main(prepare_args(small, other, "--data.val_split=0.1"))  # other training images
     assert fid.cache_path(SimpleNamespace(datamodule=StreamingImageDataModule(input_dir=other))) != key
+
+
+# ---------------------------------------------------------------------------------------------------- other data
+def test_prepare_takes_a_shipped_config_and_keeps_its_preprocessing(tmp_path, capsys):
+    """A cat-face config's data, prepared from the config as fit reads it: the faces cropped by their landmarks as in
+    memory, and a face whose annotation is missing reported as skipped."""
+    raw = tmp_path / "cats"
+    for i in range(4):
+        write_cat_face(raw / "CAT_00", f"00000001_00{i}.jpg", angle_deg=10 * i)
+    (raw / "CAT_00" / "00000001_003.jpg.cat").unlink()
+    out = tmp_path / "prepared"
+    config = Path(__file__).resolve().parents[2] / "configs" / "dcgan_cats64.yaml"
+    main(["prepare", "--config", str(config), f"--data.init_args.data_dir={raw}", "--data.init_args.image_size=32",
+          "--data.init_args.min_size=32", "--data.init_args.preprocess_workers=0", f"--output_dir={out}"])  # fmt: skip
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        f"lit-gans: prepared 3 training images (3x32x32) in {out}: 3 images used, 1 skipped (missing_annotation: 1)"
+    )
+    memory = CatFacesDataModule(raw, image_size=32, min_size=32, preprocess_workers=0, cache_dir=tmp_path / "cache")
+    memory.setup("fit")
+    streamed = StreamingImageDataModule(input_dir=out)
+    streamed.setup("fit")
+    assert streamed.num_classes is None and streamed.class_names is None
+    assert torch.equal(floats(streamed.train_set), floats(memory.train_set))
