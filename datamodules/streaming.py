@@ -62,26 +62,37 @@ def _join(location: str, name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- metadata
+def _storage(url: str) -> Any:
+    """The client LitData's own ``optimize`` and ``StreamingDataset`` use for ``url``'s scheme (S3, GCS, R2, ...)."""
+    from litdata.streaming.fs_provider import _get_fs_provider
+
+    try:
+        return _get_fs_provider(url)
+    except ValueError:
+        raise ValueError(f"{url}: LitData stores datasets in local folders and s3://, gs:// and r2:// URLs") from None
+
+
 def _read_bytes(location: str, name: str) -> bytes:
     """The file ``name`` of the folder or URL ``location`` (``FileNotFoundError`` when there is none)."""
     path = _join(location, name)
     if not is_url(location):
         return Path(path).read_bytes()
-    import fsspec
-
-    with fsspec.open(path, "rb") as f:
-        return f.read()
+    storage = _storage(path)
+    if not storage.exists(path):
+        raise FileNotFoundError(path)
+    with tempfile.TemporaryDirectory() as folder:
+        storage.download_file(path, str(Path(folder) / name))
+        return (Path(folder) / name).read_bytes()
 
 
 def _write_bytes(location: str, name: str, data: bytes) -> None:
-    """Write the file ``name`` in the folder or URL ``location`` (locally atomically)."""
-    if is_url(location):
-        import fsspec
-
-        with fsspec.open(_join(location, name), "wb") as f:
-            f.write(data)
-    else:
+    """Write the file ``name`` in the folder or URL ``location`` (a local one atomically)."""
+    if not is_url(location):
         atomic_write_bytes(Path(location) / name, data)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / name).write_bytes(data)
+        _storage(location).upload_file(str(Path(folder) / name), _join(location, name))
 
 
 def read_metadata(location: Union[str, os.PathLike]) -> Optional[dict[str, Any]]:
@@ -160,7 +171,12 @@ def _check_output(output_dir: str, identity: dict[str, Any]) -> Optional[dict[st
             f"{source.get('data_dir', '?')}, other files or settings): give another output_dir, or delete it first"
         )
     if is_url(output_dir):
-        return None  # LitData refuses a non-empty URL itself
+        if not _storage(output_dir).is_empty(output_dir):
+            raise ValueError(
+                f"output_dir={output_dir} is not empty and holds no prepared dataset (no {METADATA_FILE}): give an "
+                "empty or new location"
+            )
+        return None
     path = Path(output_dir)
     if path.exists() and not path.is_dir():
         raise ValueError(f"output_dir={output_dir} is a file, not a folder")

@@ -138,6 +138,10 @@ def test_prepare_refuses_an_output_dir_that_holds_something_else(small, tmp_path
         "ImageFolderDataModule of "
     )
     assert error(tmp_path / "nowhere", "--chunk_size=3").startswith("lit-gans: error: prepare: ")
+    assert error("ftp://host/data") == (  # type: ignore[arg-type]
+        "lit-gans: error: ftp://host/data/lit_gans_dataset.json: LitData stores datasets in local folders and s3://, "
+        "gs:// and r2:// URLs"
+    )
     with pytest.raises(SystemExit):
         main(["prepare", "--data", "lit_gans.datamodules.MNISTDataModule", f"--output_dir={tmp_path / 'mnist'}"])
     assert "MNISTDataModule is not a folder datamodule" in capsys.readouterr().err
