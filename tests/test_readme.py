@@ -63,3 +63,41 @@ def test_readme_generate_and_evaluate_flags_exist():
             shown |= set(re.findall(r"--(\w+)", line))
         shown |= set(re.findall(rf"`--(\w+)[^`]*`", text.split(f"- `{name}`")[1].split("\n- ")[0]))
         assert shown and shown <= set(inspect.signature(function).parameters) | {"config"}, (name, shown)
+
+
+def readme_bash_command(after_comment: str) -> list[str]:
+    """The README's shell command after ``# <after_comment>``, joined across its ``\\`` continuations and split."""
+    import shlex
+
+    text = (REPO / "README.md").read_text()
+    match = re.search(rf"# {re.escape(after_comment)}[^\n]*\n((?:[^\n]*\\\n)*[^\n]+)", text)
+    assert match, f"README has no command after '# {after_comment}'"
+    return shlex.split(match.group(1).replace("\\\n", " "))
+
+
+def test_readme_conditional_own_folder_command_trains_a_conditional_gan(tmp_path, monkeypatch):
+    """The README's own class folders command, offline, on a tiny model: the model takes the folders as classes."""
+    import torch
+    from PIL import Image
+
+    from lit_gans.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no Inception weights: offline features
+    monkeypatch.setenv("LIT_GANS_CACHE", str(tmp_path / "cache"))
+    folders = tmp_path / "class_folders"
+    for label, name in enumerate(("tabby", "tuxedo")):
+        (folders / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(10 * label + i))
+            pixels = torch.nn.functional.interpolate(pixels[None], size=(24, 24), mode="bilinear")[0]
+            Image.fromarray((pixels.permute(1, 2, 0) * 255).byte().numpy()).save(folders / name / f"{i}.png")
+    command = readme_bash_command("one subfolder per class")
+    assert command[0].endswith("lit-gans")
+    args = [a.replace("/path/to/class_folders", str(folders)).replace("configs/", f"{REPO}/configs/") for a in command[1:]]
+    cli = main([*args, "--trainer.logger=false", "--data.init_args.batch_size=4", "--model.init_args.generator_width=8",
+                "--model.init_args.discriminator_width=8", "--model.init_args.max_generator_steps=2",
+                "--trainer.enable_progress_bar=false", "--fid.num_real=8", "--fid.num_fake=8"])  # fmt: skip
+    assert cli.trainer.state.finished and cli.model.generator_step == 2
+    assert (cli.model.num_classes, cli.model.conditioning) == (2, "projection")
+    assert cli.model.sample(2, labels=torch.tensor([0, 1])).shape == (2, 3, 64, 64)
