@@ -287,9 +287,9 @@ def prepare_streaming(
 
     Example::
 
-        >>> dm = ImageFolderDataModule("faces", image_size=256, labels=True)
-        >>> prepare_streaming(dm, "s3://my-bucket/faces-256").describe()
-        'prepared 70000 training images (3x256x256) in s3://my-bucket/faces-256: 70000 images used, 0 skipped (none)'
+        dm = ImageFolderDataModule("faces", image_size=256, labels=True)
+        prepare_streaming(dm, "s3://my-bucket/faces-256").describe()
+        # 'prepared 70000 training images (3x256x256) in s3://my-bucket/faces-256: 70000 images used, 0 skipped (none)'
 
     Args:
         datamodule: a folder datamodule (any :class:`~lit_gans.datamodules.image_folder.CachedImageDataModule`).
