@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from lit_gans.loggers import wandb_run_in_checkpoint
 from lit_gans.preemption import FitInterrupted, running_as_command
 
 #: the losses the bar shows, from the engine's logged values (``train/<name>``), in this order
@@ -228,7 +229,7 @@ def fit_summary(trainer: Any, pl_module: Any, seconds: Optional[float] = None, i
             lines.append(f"  checkpoint ({what}): {path}")
     wandb = next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
     if wandb is not None:
-        lines.append("  " + _wandb_line(wandb))
+        lines.append("  " + _wandb_line(wandb, trainer.ckpt_path))
     if any(isinstance(c, SampleGrid) for c in trainer.callbacks):
         shown_by = [lg for lg in trainer.loggers if isinstance(lg, (WandbLogger, TensorBoardLogger))]
         where = "in the W&B run" if wandb is not None else f"in TensorBoard ({shown_by[0].log_dir})" if shown_by else None
@@ -260,11 +261,16 @@ def _resume_lines(trainer: Any) -> list[str]:
     return [f'  resume with trainer.fit(model, datamodule, ckpt_path="{newest}")' + (f" ({at})" if at else "")]
 
 
-def _wandb_line(logger: Any) -> str:
+def _wandb_line(logger: Any, ckpt_path: Optional[str] = None) -> str:
+    """The run's address, or for an offline run the command that uploads it: ``wandb sync --append`` for the piece
+    a resumed fit wrote into its checkpoint's run (each offline piece is its own folder; a plain ``wandb sync``
+    would not add it to the run)."""
     run = logger.experiment
     if getattr(run, "offline", False) or getattr(getattr(run, "settings", None), "mode", None) == "offline":
         folder = Path(run.dir).parent  # <save_dir>/wandb/offline-run-<time>-<id>/files
-        return f"W&B run {run.id} (offline): upload it with `wandb sync {folder}`"
+        append = ckpt_path is not None and (wandb_run_in_checkpoint(ckpt_path) or {}).get("id") == run.id
+        command = f"wandb sync --append {folder}" if append else f"wandb sync {folder}"
+        return f"W&B run {run.id} (offline{', resumed' if append else ''}): upload it with `{command}`"
     url = getattr(run, "url", None)
     return f"W&B run {run.id}: {url}" if url else f"W&B run {run.id}"
 

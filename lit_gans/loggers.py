@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lit_gans.checkpoints import load_checkpoint_file
+from lit_gans.preemption import running_as_command
 
 WANDB_RUN_KEY = "lit_gans_wandb_run"
 
@@ -58,10 +59,14 @@ class WandbLogger(_LightningWandbLogger):
         log_model: bool = False,
         **kwargs: Any,
     ) -> None:
-        if offline is None and "WANDB_MODE" not in os.environ and kwargs.get("mode") is None:
-            offline = not wandb_api_key_configured()
-            if offline:
-                rank_zero_info("lit-gans: no W&B API key configured, logging offline (upload later: wandb sync)")
+        if offline is None and kwargs.get("mode") is None:
+            if "WANDB_MODE" in os.environ:  # read now: W&B's settings of this process may predate it
+                offline = os.environ["WANDB_MODE"] == "offline"
+                kwargs["mode"] = os.environ["WANDB_MODE"]
+            else:
+                offline = not wandb_api_key_configured()
+                if offline:
+                    rank_zero_info("lit-gans: no W&B API key configured, logging offline (the fit's summary says how to upload)")
         if offline:
             kwargs["mode"] = "offline"
             log_model = False  # nothing can be uploaded offline; Lightning would raise
@@ -83,6 +88,11 @@ class WandbLogger(_LightningWandbLogger):
         super().finalize(status)
         if status == "failed" and not self._wrote and self._experiment is not None:
             discard_offline_run(self._experiment, Path(self.save_dir or "."))
+        elif running_as_command() and self._experiment is not None and getattr(self._experiment._settings, "_offline", False):
+            # the command ends with the fit: finish the run now, without W&B's `wandb sync` hint, since the fit's
+            # summary printed the right command (`wandb sync --append` for a resumed piece)
+            self._experiment._settings.quiet = True
+            self._experiment.finish(exit_code=1 if status == "failed" else 0)
 
 
 def discard_offline_run(run: Any, save_dir: Path) -> None:

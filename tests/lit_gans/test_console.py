@@ -199,3 +199,29 @@ def test_warnings_print_as_one_line_and_are_still_recorded(monkeypatch):
     )
     with pytest.warns(UserWarning, match="recorded"):
         warnings.warn("recorded")
+
+
+def test_a_resumed_offline_run_says_wandb_sync_append_once(mnist_dir, tmp_path):
+    """Offline, each resumed piece of a W&B run is its own folder, which only ``wandb sync --append`` adds to the
+    run: the resumed fit's console says that command, once; the first fit's says ``wandb sync``, once."""
+    env = {**os.environ, "WANDB_MODE": "offline", "LIT_GANS_CACHE": str(tmp_path / "cache")}
+    env.pop("WANDB_SILENT", None)
+    fit = [sys.executable, "-m", "lit_gans", "fit", "--config", str(REPO / "configs" / "dcgan_mnist.yaml"),
+           f"--data.init_args.data_dir={mnist_dir}", "--data.init_args.download=false", "--data.init_args.batch_size=64",
+           "--model.init_args.generator_width=8", "--model.init_args.discriminator_width=8", "--fid=null",
+           "--diversity=null", "--samples=null", "--best_checkpoint=null"]  # fmt: skip
+
+    def run(*args):
+        done = subprocess.run([*fit, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        console = (done.stdout + done.stderr).replace("\r", "\n")
+        assert done.returncode == 0, console[-3000:]
+        return console
+
+    first = run("--model.init_args.max_generator_steps=2")
+    assert len(re.findall(r"wandb sync", first)) == 1 and "--append" not in first, first[-2000:]
+    folder = re.search(r"--ckpt_path (\S+)|checkpoint \(last\): (\S+)", first)
+    last = next(g for g in folder.groups() if g)
+    resumed = run("--model.init_args.max_generator_steps=4", f"--ckpt_path={last}")
+    assert len(re.findall(r"wandb sync", resumed)) == 1, resumed[-2000:]
+    sync = re.search(r"`wandb sync --append (\S+)`", resumed)
+    assert sync and (tmp_path / sync.group(1)).is_dir(), resumed[-2000:]
