@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import torch
 from torch import Tensor
 
 
@@ -51,10 +52,15 @@ class TrainingStep:
 
 
 def split_batch(batch: Any) -> tuple[Tensor, Optional[Tensor]]:
-    """``(images, labels or None)`` of a batch that is a tensor or an ``(images, labels, ...)`` sequence."""
-    if isinstance(batch, (list, tuple)):
-        return batch[0], (batch[1] if len(batch) > 1 else None)
-    return batch, None
+    """``(images, labels or None)`` of a batch that is a tensor or an ``(images, labels, ...)`` sequence; uint8
+    images (a package dataset in a loader of the user's own, without its datamodule's conversion) as floats in
+    [-1, 1]."""
+    images, labels = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (list, tuple)) else (batch, None)
+    if images.dtype == torch.uint8:
+        from lit_gans.datamodules.base import uint8_to_unit_range
+
+        images = uint8_to_unit_range(images)
+    return images, labels
 
 
 __all__ = ["TrainingStep", "split_batch"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from gan_testing import RandomImages, tiny_trainer_kwargs
+from gan_testing import TINY, RandomImages, tiny_trainer_kwargs
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
@@ -233,3 +233,20 @@ def test_fast_attribute_path_keeps_module_registration():
     model.extra_head = torch.nn.Linear(2, 2)
     model.extra_weight = torch.nn.Parameter(torch.zeros(1))
     assert "extra_head" in model._modules and "extra_weight" in model._parameters
+
+
+def test_uint8_batches_from_a_loader_of_ones_own_train_as_their_float_values():
+    """A package dataset holds uint8 images; in a DataLoader of the user's own (no datamodule to convert them) the
+    model trains on them exactly as on their floats in [-1, 1]."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lit_gans.datamodules.base import uint8_to_unit_range
+
+    images = torch.randint(0, 256, (32, *TINY["image_shape"]), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    weights = []
+    for data in (images, uint8_to_unit_range(images)):
+        torch.manual_seed(0)
+        model = DCGAN(**TINY, max_generator_steps=2)
+        Trainer(**tiny_trainer_kwargs()).fit(model, DataLoader(TensorDataset(data), batch_size=16))
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(*weights)
