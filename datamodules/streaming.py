@@ -22,11 +22,15 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
-from contextlib import ExitStack
+import threading
+import traceback
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
+from unittest import mock
 
 import numpy as np
 import torch
@@ -261,8 +265,43 @@ def _write_chunks(staged: _StagedItems, order: Tensor, output_dir: str, chunk_by
     # one writer keeps the stored order that of `order` (several would interleave their chunks); forked, not
     # spawned: it only copies staged bytes, and a spawned one would first import torch and the package again
     start_method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    optimize(fn=staged, inputs=blocks, output_dir=output_dir, chunk_bytes=chunk_bytes, num_workers=1,
-             start_method=start_method)  # fmt: skip
+    with _ctrl_c_raises_keyboard_interrupt():
+        optimize(fn=staged, inputs=blocks, output_dir=output_dir, chunk_bytes=chunk_bytes, num_workers=1,
+                 start_method=start_method)  # fmt: skip
+
+
+@contextmanager
+def _ctrl_c_raises_keyboard_interrupt() -> Iterator[None]:
+    """While LitData's ``optimize`` runs, Ctrl-C stops its workers and raises ``KeyboardInterrupt`` (so that the
+    partial output is removed and the command exits 130), and afterwards Ctrl-C means what it meant before.
+
+    LitData's own handler ends the process with ``os._exit(0)``, an interrupted prepare reported as a success with
+    its staging files left behind, and it stays installed after ``optimize`` returns: a later fit's Ctrl-C would
+    end the process with status 0, unsaved."""
+    from litdata.processing.data_processor import DataProcessor
+
+    before, owner = signal.getsignal(signal.SIGINT), os.getpid()
+
+    def stop_workers(processor: Any, signum: int, frame: Any) -> None:
+        if os.getpid() != owner:  # a forked worker (the terminal signals the whole group): the parent cleans up
+            os._exit(1)
+        for queue in processor.stop_queues:
+            queue.put(None)
+        for worker in processor.workers:
+            worker.join(5)
+            if worker.is_alive():
+                worker.terminate()
+        raise KeyboardInterrupt
+
+    try:
+        with mock.patch.object(DataProcessor, "_signal_handler", stop_workers):
+            yield
+    except KeyboardInterrupt as err:
+        traceback.clear_frames(err.__traceback__)  # LitData's progress bar closes now, not after the last line
+        raise
+    finally:
+        if before is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, before)
 
 
 def prepare_streaming(

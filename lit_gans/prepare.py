@@ -68,7 +68,11 @@ def prepare_command(args: list[str]) -> PreparedDataset:
         message = " ".join(str(err).split())
         raise ValueError(f"prepare: {message} (lit-gans prepare --help lists the options)") from None
     config = cli.config
-    result = prepare_streaming(cli.datamodule, config.output_dir, chunk_bytes=config.chunk_bytes, staging_dir=config.staging_dir)
+    try:
+        result = prepare_streaming(cli.datamodule, config.output_dir, chunk_bytes=config.chunk_bytes,
+                                   staging_dir=config.staging_dir)  # fmt: skip
+    except KeyboardInterrupt:  # lit_gans.cli says it in one line, with the shell's 130
+        raise KeyboardInterrupt(f"nothing was written to {config.output_dir}; the same command starts again") from None
     print(f"lit-gans: {result.describe()}", flush=True)
     return result
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -28,6 +29,16 @@ def _lay_out_raw(root: Path, folder: str) -> Path:
         for split in ("train", "t10k"):
             (raw / f"{split}-{kind}-ubyte").write_bytes(data)
     return root
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_is_left_as_found():
+    """A test that leaves another Ctrl-C handler installed fails itself, not the Ctrl-C tests that come after."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, before)
+    assert after == before, f"the test left {after!r} as the SIGINT handler"
 
 
 @pytest.fixture(scope="session")

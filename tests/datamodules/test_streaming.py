@@ -4,7 +4,13 @@ trained from with StreamingImageDataModule on 2 DDP ranks, resumed mid-epoch, in
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -145,6 +151,53 @@ def test_prepare_refuses_an_output_dir_that_holds_something_else(small, tmp_path
     with pytest.raises(SystemExit):
         main(["prepare", "--data", "lit_gans.datamodules.MNISTDataModule", f"--output_dir={tmp_path / 'mnist'}"])
     assert "MNISTDataModule is not a folder datamodule" in capsys.readouterr().err
+
+
+def test_ctrl_c_means_what_it_meant_before_once_prepare_is_done(small, tmp_path):
+    """LitData's optimize installs a Ctrl-C handler that ends the process with exit status 0 and leaves it
+    installed: afterwards, a fit's Ctrl-C would end the program unsaved, and no KeyboardInterrupt is raised."""
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    prepare_streaming(ImageFolderDataModule(small, image_size=16, labels=True, preprocess_workers=0), tmp_path / "out")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_while_prepare_writes_chunks_exits_130_and_leaves_nothing(small, tmp_path):
+    """Ctrl-C in a terminal signals the command and LitData's writer process. Before: exit status 0 (a script's
+    ``lit-gans prepare ... && lit-gans fit ...`` went on) and the staging and partial folders were left behind."""
+    out, started = tmp_path / "prepared", tmp_path / "writing"
+    script = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from lit_gans.cli import console_main
+        from lit_gans.datamodules import streaming
+
+        def slow_block(self, block):  # the writer process: say it started, then take long
+            Path({str(started)!r}).touch()
+            time.sleep(60)
+            yield from ()
+
+        streaming._StagedItems.__call__ = slow_block
+        sys.argv = ["lit-gans", *{prepare_args(small, out)!r}]
+        sys.exit(console_main())
+    """)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), proc.communicate(timeout=10)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stdout + stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"lit-gans: interrupted: nothing was written to {out}; the same command starts again"
+    ), stderr
+    assert "Traceback" not in stderr, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "writing"]  # no output, staging or partial folder
 
 
 def test_an_interrupted_prepare_leaves_nothing_taken_for_a_dataset(small, tmp_path, monkeypatch):
