@@ -4,7 +4,7 @@ and the streaming one (LitData chunks, :class:`~lit_gans.datamodules.StreamingIm
 1. The data path alone, at 5,000 and 50,000 images of 128 px (RGB JPEGs generated on the fly into a temporary
    folder, in 10 class folders), on 1 and 2 processes (CPU DDP, gloo): images per second through the training
    loader and ``on_after_batch_transfer`` (the model does nothing with them), and per rank the peak resident memory
-   (``ru_maxrss``) and the proportional set size at the end (PSS, ``/proc/self/smaps_rollup``: shared pages
+   (``VmHWM``) and the proportional set size at the end (PSS, ``/proc/self/smaps_rollup``: shared pages
    divided among the processes that share them). Each setting runs in a fresh process.
 2. Steps per second of a small DCGAN at 64 px (5,000 images) trained from each (1 process): what streaming costs
    a training run (the issue asks for at most 10%).
@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,15 @@ def prepare(root: Path, count: int, size: int) -> None:
     prepare_streaming(folder, root / "prepared")
 
 
+def peak_rss_mb() -> float:
+    """This process' peak resident memory (MB): ``VmHWM``, not ``ru_maxrss``, which a child keeps from the parent
+    that forked it (across ``exec`` too) and so would report the preparing process' peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def pss_mb() -> float:
     """This process' proportional set size (MB)."""
     for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
@@ -114,7 +123,7 @@ class Meter(Callback):
         result = {
             "images": self.images,
             "seconds": time.perf_counter() - self.start if self.start is not None else float("nan"),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
             "pss_mb": pss_mb(),
         }
         Path(self.folder, f"rank{trainer.global_rank}.json").write_text(json.dumps(result))
@@ -185,7 +194,8 @@ def main() -> None:
     parser.add_argument("--dcgan-steps", type=int, default=100, help="timed D steps of the DCGAN per round")
     parser.add_argument("--dcgan-rounds", type=int, default=3, help="alternating rounds of the two datamodules")
     parser.add_argument("--images", type=int, default=None, help="one small size for everything (a quick check)")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the generated data here (default: temporary)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the generated data here, for a rerun (default: a temporary folder)")
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # one setting, in a fresh process
     args = parser.parse_args()
     if args.measure is not None:
@@ -194,8 +204,8 @@ def main() -> None:
         args.sizes, args.dcgan_images = [args.images], args.images
         args.dcgan_steps = min(args.dcgan_steps, max(1, args.images // args.batch_size - args.warmup))
 
-    with tempfile.TemporaryDirectory(dir=args.workdir) as work:
-        work = Path(work)
+    with ExitStack() as stack:
+        work = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         rows = []
         for count in args.sizes:
             root = work / f"data-{count}-{args.image_size}"
