@@ -127,6 +127,36 @@ class CachedImageDataModule(ImageDataModule):
         key = cache_key({**self.cache_params(), "data_dir": str(self.data_dir.resolve()), "files": fingerprint(sources)})
         return self.cache_dir / f"{type(self).__name__}-{key}.pt"
 
+    def check_inputs(self, items: Sequence[Any], extra: dict[str, Any]) -> None:
+        """Raise when :meth:`collect_inputs` found nothing to decode."""
+        if not items and not extra.get("skipped_before_decoding"):
+            ignored = f" (only {extra['ignored_files']} non-image files)" if extra.get("ignored_files") else ""
+            raise ValueError(f"{type(self).__name__}: found no input images under {self.data_dir}{ignored}")
+
+    def checked_summary(
+        self, kept_labels: Sequence[int], classes: Sequence[str], skipped: list, notes: list, extra: dict, hint: str = ""
+    ) -> dict[str, Any]:
+        """The skip report of a preprocessing run (:func:`summarize`); raises when no image, or no image of a class
+        folder (a class the model could never learn), was usable. ``hint``: where to read more, before "remove the
+        folder"."""
+        summary = summarize(
+            len(kept_labels), skipped, notes, {"data_dir": str(self.data_dir), "params": self.cache_params(), **extra}
+        )
+        if not kept_labels:
+            raise ValueError(
+                f"{type(self).__name__}: no usable image under {self.data_dir}: {format_summary(summary)}. "
+                f"First problems: {[s['file'] + ' (' + s['detail'] + ')' for s in summary['skipped_files'][:3]]}"
+            )
+        labelled = set(kept_labels)
+        empty = [c for i, c in enumerate(classes) if i not in labelled]
+        if empty:
+            raise ValueError(
+                f"{type(self).__name__}: the class folder {self.data_dir / empty[0]} has no usable image"
+                f"{f' ({len(empty)} such folders)' if len(empty) > 1 else ''}: {format_summary(summary)}; "
+                f"{hint}remove the folder"
+            )
+        return summary
+
     def prepare_data(self) -> Path:
         """Build the cache if there is none for these parameters and files; return its path."""
         self._check_data_dir()
@@ -136,29 +166,13 @@ class CachedImageDataModule(ImageDataModule):
             return path
         if path.exists():  # a cache of an older version, or damaged
             rank_zero_info(f"{type(self).__name__}: the cache {path} is unreadable or from an older version: rebuilding it")
-        if not items and not extra.get("skipped_before_decoding"):
-            ignored = f" (only {extra['ignored_files']} non-image files)" if extra.get("ignored_files") else ""
-            raise ValueError(f"{type(self).__name__}: found no input images under {self.data_dir}{ignored}")
+        self.check_inputs(items, extra)
         arrays, kept, skipped, notes = preprocess(
             self.preprocess_function(), items, labels, self.preprocess_workers, desc=f"{type(self).__name__}"
         )
         skipped = list(extra.pop("skipped_before_decoding", [])) + skipped
-        summary = summarize(
-            len(arrays), skipped, notes, {"data_dir": str(self.data_dir), "params": self.cache_params(), **extra}
-        )
-        if not arrays:
-            raise ValueError(
-                f"{type(self).__name__}: no usable image under {self.data_dir}: {format_summary(summary)}. "
-                f"First problems: {[s['file'] + ' (' + s['detail'] + ')' for s in summary['skipped_files'][:3]]}"
-            )
-        labelled = set(kept)
-        empty = [c for i, c in enumerate(classes) if i not in labelled]
-        if empty:  # a class folder of files that are no images: a class the model could never learn
-            raise ValueError(
-                f"{type(self).__name__}: the class folder {self.data_dir / empty[0]} has no usable image"
-                f"{f' ({len(empty)} such folders)' if len(empty) > 1 else ''}: {format_summary(summary)}; see "
-                f"{path.name}.summary.json beside the cache, or remove the folder"
-            )
+        hint = f"see {path.name}.summary.json beside the cache, or "
+        summary = self.checked_summary(kept, classes, skipped, notes, extra, hint)
         images = stack_images(arrays)  # empties `arrays`: the dataset is held once, not twice
         save_cache(path, {"images": images, "labels": torch.tensor(kept, dtype=torch.long), "classes": classes, "summary": summary})
         rank_zero_info(f"{type(self).__name__}: {format_summary(summary)}; cached at {path}")

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 
 from lit_gans.datamodules.base import ImageDataModule, ImageTensorDataset, split_indices, uint8_to_unit_range
 from lit_gans.datamodules.image_folder import CachedImageDataModule
-from lit_gans.datamodules.preprocessing import format_summary, preprocess, summarize
+from lit_gans.datamodules.preprocessing import format_summary, preprocess
 from lit_gans.files import atomic_write_bytes
 
 #: the file that makes a folder a prepared dataset; written last
@@ -202,9 +202,7 @@ def _stage_images(datamodule: CachedImageDataModule, path: Path) -> tuple[list[i
     name = type(datamodule).__name__
     datamodule._check_data_dir()
     items, labels, classes, _, extra = datamodule.collect_inputs()
-    if not items and not extra.get("skipped_before_decoding"):
-        ignored = f" (only {extra['ignored_files']} non-image files)" if extra.get("ignored_files") else ""
-        raise ValueError(f"{name}: found no input images under {datamodule.data_dir}{ignored}")
+    datamodule.check_inputs(items, extra)
     skipped, notes, kept_labels = list(extra.pop("skipped_before_decoding", [])), [], []
     images = np.lib.format.open_memmap(
         path, mode="w+", dtype=np.uint8, shape=(max(len(items), 1), *datamodule.image_shape)
@@ -222,20 +220,7 @@ def _stage_images(datamodule: CachedImageDataModule, path: Path) -> tuple[list[i
         skipped += block_skipped
         notes += block_notes
     images.flush()
-    summary = summarize(
-        len(kept_labels), skipped, notes, {"data_dir": str(datamodule.data_dir), "params": datamodule.cache_params(), **extra}
-    )
-    if not kept_labels:
-        raise ValueError(
-            f"{name}: no usable image under {datamodule.data_dir}: {format_summary(summary)}. "
-            f"First problems: {[s['file'] + ' (' + s['detail'] + ')' for s in summary['skipped_files'][:3]]}"
-        )
-    empty = [c for i, c in enumerate(classes) if i not in set(kept_labels)]
-    if empty:  # a class the model could never learn
-        raise ValueError(
-            f"{name}: the class folder {datamodule.data_dir / empty[0]} has no usable image"
-            f"{f' ({len(empty)} such folders)' if len(empty) > 1 else ''}: {format_summary(summary)}; remove the folder"
-        )
+    summary = datamodule.checked_summary(kept_labels, classes, skipped, notes, extra)
     return kept_labels, list(classes), summary
 
 

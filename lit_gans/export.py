@@ -489,7 +489,7 @@ def model_card(
         score = _saved_score(checkpoint)
         if score is not None:
             monitor, _, value = score
-            lines += [f"| metric | value |", "|---|---|", f"| {monitor} | {value:.6g} |", "",
+            lines += ["| metric | value |", "|---|---|", f"| {monitor} | {value:.6g} |", "",
                       f"The value logged when this checkpoint was saved; `{command}` recomputes it with every metric "
                       "of the config."]
         else:

@@ -64,7 +64,7 @@ def test_readme_generate_evaluate_and_export_flags_exist():
         for line in re.findall(rf"lit-gans {name} ([^\n`]+)", text):
             shown |= set(re.findall(r"--(\w+)", line))
         if f"- `{name}`" in text:  # its bullet of flags
-            shown |= set(re.findall(rf"`--(\w+)[^`]*`", text.split(f"- `{name}`")[1].split("\n- ")[0]))
+            shown |= set(re.findall(r"`--(\w+)[^`]*`", text.split(f"- `{name}`")[1].split("\n- ")[0]))
         assert shown and shown <= set(inspect.signature(function).parameters) | {"config"}, (name, shown)
 
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from gan_testing import ProjectionFeatures, RandomImages, tiny_trainer_kwargs
+from gan_testing import ProjectionFeatures, RandomImages, ReplayGAN, tiny_trainer_kwargs
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import TensorDataset
@@ -18,20 +18,6 @@ from lit_gans.callbacks import FIDCallback
 from lit_gans.callbacks.features import INCEPTION_FILE, VGG16_FILE, VGG16_URL
 from lit_gans.datamodules import MNISTDataModule
 from lit_gans.datamodules.base import float_images
-
-
-class ReplayGAN(torch.nn.Module):
-    """Stands in for a GAN whose samples are given images: latent i -> image i."""
-
-    def __init__(self, images: torch.Tensor) -> None:
-        super().__init__()
-        self.images, self.device, self.generator_step = images, torch.device("cpu"), 0
-
-    def sample_latent(self, n, generator=None):
-        return torch.arange(n, dtype=torch.float32)[:, None]
-
-    def sample(self, z):
-        return self.images[z[:, 0].long()]
 
 
 def trainer_with(real: torch.Tensor):

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torchvision.transforms.functional as TF
-from gan_testing import tiny_trainer_kwargs
+from gan_testing import ReplayGAN, tiny_trainer_kwargs
 from lightning.pytorch import Trainer
 from PIL import Image
 from torch.utils.data import TensorDataset
@@ -153,20 +153,6 @@ def test_auto_prefers_inception_when_its_weights_are_there(inception_home, monke
     assert cb.extractor_name == "inception" and cb.fid_key == "fid"
     with pytest.raises(FileNotFoundError, match="weights_path='/nowhere/w.pth'"):  # a named file is no fallback
         FIDCallback("auto", weights_path="/nowhere/w.pth").setup(None, None, "fit")
-
-
-class ReplayGAN(torch.nn.Module):
-    """Stands in for a GAN whose samples are given images: latent i -> image i."""
-
-    def __init__(self, images: torch.Tensor) -> None:
-        super().__init__()
-        self.images, self.device, self.generator_step = images, torch.device("cpu"), 0
-
-    def sample_latent(self, n, generator=None):
-        return torch.arange(n, dtype=torch.float32)[:, None]
-
-    def sample(self, z):
-        return self.images[z[:, 0].long()]
 
 
 def reference_features(images: torch.Tensor) -> torch.Tensor:

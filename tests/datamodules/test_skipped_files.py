@@ -4,7 +4,6 @@ their file name, and the non-image files left out are counted in the summary."""
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np

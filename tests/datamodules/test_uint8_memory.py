@@ -5,16 +5,14 @@ per machine."""
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from data_testing import DatasetMemory, MeasuredImageFolder, proportional_set_size, write_random_images
+from data_testing import DatasetMemory, MeasuredImageFolder, disk_full_after, proportional_set_size, write_random_images
 from gan_testing import SaveAt, tiny_trainer_kwargs
 from lightning.pytorch import Callback, Trainer
 
@@ -147,30 +145,7 @@ def test_an_older_cache_is_rebuilt_with_a_note(class_folders, tmp_path, caplog):
 
 def test_a_full_disk_while_writing_the_cache_is_one_line(class_folders, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    real_open = open
-
-    class FullFile:
-        def __init__(self, f):
-            self._f = f
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def __getattr__(self, name):
-            return getattr(self._f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self._f.close()
-
-    def full_below_cache(file, mode="r", *args, **kwargs):
-        f = real_open(file, mode, *args, **kwargs)
-        inside = isinstance(file, (str, os.PathLike)) and str(tmp_path / "cache") in os.path.abspath(os.fspath(file))
-        return FullFile(f) if inside and "w" in mode else f
-
-    monkeypatch.setattr("builtins.open", full_below_cache)
+    disk_full_after(monkeypatch, tmp_path / "cache", files=0)
     with pytest.raises(SystemExit) as exit_info:
         main([
             "fit", "--model", "lit_gans.DCGAN", "--model.init_args.latent_dim=4",

@@ -3,7 +3,10 @@ the memory a process spends on its data (proportional set size)."""
 
 from __future__ import annotations
 
+import builtins
+import errno
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,3 +141,35 @@ class MeasuredImageFolder(ImageFolderDataModule):
         if self.train_set is None:
             self.pss_before_setup = proportional_set_size()
         super().setup(stage)
+
+
+def disk_full_after(monkeypatch, folder: Path, files: int, code: int = errno.ENOSPC) -> None:
+    """The disk below ``folder`` fills up after ``files`` more files: the next file's data cannot be written."""
+    real_open = builtins.open
+    state = {"left": files}
+
+    class FullFile:
+        def __init__(self, f):
+            self._f = f
+
+        def write(self, data):
+            raise OSError(code, os.strerror(code))
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        if isinstance(file, (str, os.PathLike)) and os.path.abspath(os.fspath(file)).startswith(str(folder)) and "w" in mode:
+            if state["left"] <= 0:
+                return FullFile(f)
+            state["left"] -= 1
+        return f
+
+    monkeypatch.setattr(builtins, "open", fake_open)

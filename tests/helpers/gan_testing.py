@@ -57,6 +57,17 @@ def tiny_trainer_kwargs(**overrides):
     return kwargs
 
 
+def fitted_checkpoint(path, model: DCGAN, data, generator_steps: int = 2):
+    """``model`` trained ``generator_steps`` generator steps on ``data`` by a tiny trainer, saved at ``path``."""
+    from lightning.pytorch import Trainer
+
+    model.max_generator_steps = generator_steps
+    trainer = Trainer(**tiny_trainer_kwargs())
+    trainer.fit(model, data)
+    trainer.save_checkpoint(path)
+    return path
+
+
 class RankSyncCheck(Callback):
     """Checked inside every DDP worker at the end of training (a failed check raises there, and the spawn launcher
     re-raises it in the parent): G's and D's parameters are identical on all ranks, training changed them, the
@@ -183,3 +194,17 @@ class NaNAfter(DCGAN):
         if self.generator_step >= self.nan_start and (not self.every_other or self.d_calls % 2):
             loss = loss * float("nan")
         return loss, logs
+
+
+class ReplayGAN(torch.nn.Module):
+    """Stands in for a GAN whose samples are given images: latent i -> image i."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        super().__init__()
+        self.images, self.device, self.generator_step = images, torch.device("cpu"), 0
+
+    def sample_latent(self, n, generator=None):
+        return torch.arange(n, dtype=torch.float32)[:, None]
+
+    def sample(self, z):
+        return self.images[z[:, 0].long()]

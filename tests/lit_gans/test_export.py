@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from gan_testing import RandomImages, tiny_trainer_kwargs
-from lightning.pytorch import Trainer, seed_everything
+from gan_testing import RandomImages, fitted_checkpoint
+from lightning.pytorch import seed_everything
 from PIL import Image
 
 from lit_gans import DCGAN
@@ -27,14 +27,6 @@ class NamedImages(RandomImages):
     class_names = NAMES
 
 
-def _checkpoint(path: Path, model: DCGAN, data) -> Path:
-    model.max_generator_steps = 2
-    trainer = Trainer(**tiny_trainer_kwargs())
-    trainer.fit(model, data)
-    trainer.save_checkpoint(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory) -> dict[str, Path]:
     """An unconditional model with a weight-averaged generator (BatchNorm statistics re-estimated for it), and a
@@ -42,10 +34,10 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("export_ckpts")
     seed_everything(0)
     return {
-        "unconditional": _checkpoint(
+        "unconditional": fitted_checkpoint(
             root / "ema.ckpt", DCGAN(generator_ema_decay=0.5, **SMALL), RandomImages(n=32, image_shape=(1, 28, 28))
         ),
-        "conditional": _checkpoint(
+        "conditional": fitted_checkpoint(
             root / "conditional.ckpt", DCGAN(num_classes=K, **SMALL),
             NamedImages(n=32, image_shape=(1, 28, 28), num_classes=K),
         ),

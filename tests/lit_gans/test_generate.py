@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gan_testing import RandomImages, tiny_trainer_kwargs
-from lightning.pytorch import Trainer, seed_everything
+from gan_testing import RandomImages, fitted_checkpoint
+from lightning.pytorch import seed_everything
 from PIL import Image
 
 from lit_gans import DCGAN
@@ -28,23 +28,15 @@ class NamedImages(RandomImages):
     class_names = NAMES
 
 
-def _checkpoint(path: Path, model: DCGAN, data) -> Path:
-    model.max_generator_steps = 2
-    trainer = Trainer(**tiny_trainer_kwargs())
-    trainer.fit(model, data)
-    trainer.save_checkpoint(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpts")
     seed_everything(0)
     data = RandomImages(n=32, image_shape=(1, 28, 28))
     return {
-        "ema": _checkpoint(root / "ema.ckpt", DCGAN(generator_ema_decay=0.5, **SMALL), data),
-        "plain": _checkpoint(root / "plain.ckpt", DCGAN(**SMALL), data),
-        "conditional": _checkpoint(
+        "ema": fitted_checkpoint(root / "ema.ckpt", DCGAN(generator_ema_decay=0.5, **SMALL), data),
+        "plain": fitted_checkpoint(root / "plain.ckpt", DCGAN(**SMALL), data),
+        "conditional": fitted_checkpoint(
             root / "conditional.ckpt",
             DCGAN(num_classes=K, **SMALL),
             NamedImages(n=32, image_shape=(1, 28, 28), num_classes=K),
@@ -198,7 +190,7 @@ def test_bad_labels_are_refused_in_one_line(ckpts, tmp_path, name, labels, words
 
 def test_a_conditional_model_with_an_averaged_generator(tmp_path):
     seed_everything(0)
-    ckpt = _checkpoint(
+    ckpt = fitted_checkpoint(
         tmp_path / "c.ckpt", DCGAN(num_classes=K, generator_ema_decay=0.5, **SMALL),
         NamedImages(n=32, image_shape=(1, 28, 28), num_classes=K),
     )  # fmt: skip
@@ -392,7 +384,7 @@ def test_a_gan_built_from_network_objects_says_how_to_load_it(tmp_path, capsys):
     def networks():
         return {"generator": MLPGenerator(8, (1, 4, 4), (16,)), "discriminator": MLPDiscriminator((1, 4, 4), (16,))}
 
-    path = _checkpoint(tmp_path / "gan.ckpt", GAN(**networks(), latent_dim=8), RandomImages(n=16, image_shape=(1, 4, 4)))
+    path = fitted_checkpoint(tmp_path / "gan.ckpt", GAN(**networks(), latent_dim=8), RandomImages(n=16, image_shape=(1, 4, 4)))
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", "--ckpt_path", str(path), "--num_images", "3", "--output_dir", str(tmp_path / "out")])
     assert exit_info.value.code == 2

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import builtins
 import errno
-import json
 import os
 import pickle
 import resource
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from data_testing import disk_full_after
 from gan_testing import RandomImages, tiny_trainer_kwargs
 from lightning.pytorch import Trainer, seed_everything
 
@@ -96,38 +96,6 @@ def refuse_writes_below(monkeypatch, folder: Path, code: int) -> None:
     monkeypatch.setattr(os, "open", fake_os_open)
     monkeypatch.setattr(os, "mkdir", fake_mkdir)
     monkeypatch.setattr(os, "replace", fake_replace)
-
-
-def disk_full_after(monkeypatch, folder: Path, files: int, code: int = errno.ENOSPC) -> None:
-    """The disk below ``folder`` fills up after ``files`` more files: the next file's data cannot be written."""
-    real_open = builtins.open
-    state = {"left": files}
-
-    class FullFile:
-        def __init__(self, f):
-            self._f = f
-
-        def write(self, data):
-            raise OSError(code, os.strerror(code))
-
-        def __getattr__(self, name):
-            return getattr(self._f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self._f.close()
-
-    def fake_open(file, mode="r", *args, **kwargs):
-        f = real_open(file, mode, *args, **kwargs)
-        if isinstance(file, (str, os.PathLike)) and os.path.abspath(os.fspath(file)).startswith(str(folder)) and "w" in mode:
-            if state["left"] <= 0:
-                return FullFile(f)
-            state["left"] -= 1
-        return f
-
-    monkeypatch.setattr(builtins, "open", fake_open)
 
 
 def generate_args(ckpt, out, n=10, *extra):
