@@ -6,13 +6,14 @@ parser (:class:`~lit_gans.fit_cli.GANCLI`); only the datamodule is built: no mod
 
 Example::
 
-    lit-gans prepare --config configs/dcgan_cats.yaml --output_dir s3://my-bucket/cats-64
+    lit-gans prepare --config configs/dcgan_cats64.yaml --output_dir s3://my-bucket/cats-64
     lit-gans prepare --data lit_gans.datamodules.ImageFolderDataModule --data.data_dir faces \\
         --data.image_size 128 --data.labels true --output_dir /data/faces-128
 """
 
 from __future__ import annotations
 
+import argparse
 import warnings
 from typing import Any
 
@@ -43,6 +44,19 @@ class PrepareCLI(GANCLI):
         parser.add_argument("--chunk_bytes", type=str, default=DEFAULT_CHUNK_BYTES, help="LitData's chunk size")
         parser.add_argument("--staging_dir", type=str, default=None,
                             help="where decoded images wait while preparing (default: beside output_dir)")  # fmt: skip
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]) -> None:
+        """fit's parser, whose ``--help`` shows only what prepare uses: its own options, ``--config`` and the data.
+        The trainer, model and callback options still parse (a fit config has them) but are left out of the help,
+        where they were 500 of its 600 lines."""
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        shown = {"help", "config", "print_config", "output_dir", "chunk_bytes", "staging_dir", "data"}
+        for group in self.parser._action_groups:
+            hidden = [a for a in group._group_actions if a.dest.split(".")[0] not in shown]
+            for action in hidden:
+                action.help = argparse.SUPPRESS
+            if hidden and len(hidden) == len(group._group_actions):
+                group.description = None
 
     def before_instantiate_classes(self) -> None:
         """Nothing of fit's (its W&B run, its resume checks): no model or trainer is built."""

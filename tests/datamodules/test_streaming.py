@@ -338,3 +338,16 @@ def test_prepare_takes_a_shipped_config_and_keeps_its_preprocessing(tmp_path, ca
     streamed.setup("fit")
     assert streamed.num_classes is None and streamed.class_names is None
     assert torch.equal(floats(streamed.train_set), floats(memory.train_set))
+
+
+def test_prepare_help_shows_its_options_and_the_data_not_the_trainers(capsys):
+    """Before: 605 lines, 500 of them the trainer's, model's and callbacks' options, which prepare ignores."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", "--help"])
+    shown = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    for option in ("--config", "--output_dir", "--chunk_bytes", "--staging_dir", "--data "):
+        assert option in shown, option
+    for option in ("--trainer", "--model", "--fid", "--seed_everything", "--last_checkpoint"):
+        assert option not in shown, option
+    assert len(shown.splitlines()) < 60
