@@ -134,7 +134,8 @@ class CachedImageDataModule(ImageDataModule):
             raise ValueError(f"{type(self).__name__}: found no input images under {self.data_dir}{ignored}")
 
     def checked_summary(
-        self, kept_labels: Sequence[int], classes: Sequence[str], skipped: list, notes: list, extra: dict, hint: str = ""
+        self, kept_labels: Sequence[int], classes: Sequence[str], skipped: list, notes: list, extra: dict,
+        hint: str = "",
     ) -> dict[str, Any]:
         """The skip report of a preprocessing run (:func:`summarize`); raises when no image, or no image of a class
         folder (a class the model could never learn), was usable. ``hint``: where to read more, before "remove the

@@ -45,7 +45,9 @@ class PrepareCLI(GANCLI):
         parser.add_argument("--staging_dir", type=str, default=None,
                             help="where decoded images wait while preparing (default: beside output_dir)")  # fmt: skip
 
-    def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]) -> None:
+    def setup_parser(
+        self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
+    ) -> None:
         """fit's parser, whose ``--help`` shows only what prepare uses: its own options, ``--config`` and the data.
         The trainer, model and callback options still parse (a fit config has them) but are left out of the help,
         where they were 500 of its 600 lines."""
