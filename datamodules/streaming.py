@@ -251,8 +251,10 @@ def _write_chunks(staged: _StagedItems, order: Tensor, output_dir: str, chunk_by
     # spawned: it only copies staged bytes, and a spawned one would first import torch and the package again
     start_method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     with _ctrl_c_raises_keyboard_interrupt():
+        # not verbose: its lines (an account advert, the hidden partial folder's path, each worker's state) are
+        # nothing a user acts on; the staging above shows the progress
         optimize(fn=staged, inputs=blocks, output_dir=output_dir, chunk_bytes=chunk_bytes, num_workers=1,
-                 start_method=start_method)  # fmt: skip
+                 start_method=start_method, verbose=False)  # fmt: skip
 
 
 @contextmanager
@@ -325,6 +327,18 @@ def prepare_streaming(
         ValueError: a datamodule that is no folder datamodule, an ``output_dir`` that holds something else, data
             without a usable image.
     """
+    done = write_prepared(datamodule, output_dir, chunk_bytes, staging_dir)
+    rank_zero_info(f"lit-gans: {done.describe()}")
+    return done
+
+
+def write_prepared(
+    datamodule: ImageDataModule,
+    output_dir: Union[str, os.PathLike],
+    chunk_bytes: str = DEFAULT_CHUNK_BYTES,
+    staging_dir: Optional[Union[str, os.PathLike]] = None,
+) -> PreparedDataset:
+    """:func:`prepare_streaming` without its log line (``lit-gans prepare`` prints the line itself, on stdout)."""
     if not isinstance(datamodule, CachedImageDataModule):
         raise ValueError(
             f"prepare: {type(datamodule).__name__} is not a folder datamodule (ImageFolderDataModule, "
@@ -335,9 +349,7 @@ def prepare_streaming(
     identity = prepared_identity(datamodule)
     existing = _check_output(output_dir, identity)
     if existing is not None:
-        done = PreparedDataset(output_dir, existing, wrote=False)
-        rank_zero_info(f"lit-gans: {done.describe()}")
-        return done
+        return PreparedDataset(output_dir, existing, wrote=False)
     local = None if is_url(output_dir) else Path(output_dir).expanduser().resolve()
     if local is not None:
         local.parent.mkdir(parents=True, exist_ok=True)
@@ -376,9 +388,7 @@ def prepare_streaming(
             if local.is_dir():  # empty (checked): a rename replaces an empty folder
                 local.rmdir()
             os.replace(target, local)
-    done = PreparedDataset(output_dir, metadata, wrote=True)
-    rank_zero_info(f"lit-gans: {done.describe()}")
-    return done
+    return PreparedDataset(output_dir, metadata, wrote=True)
 
 
 # ---------------------------------------------------------------------------------------------------- training

@@ -351,3 +351,19 @@ def test_prepare_help_shows_its_options_and_the_data_not_the_trainers(capsys):
     for option in ("--trainer", "--model", "--fid", "--seed_everything", "--last_checkpoint"):
         assert option not in shown, option
     assert len(shown.splitlines()) < 60
+
+
+def test_the_prepare_command_says_what_it_did_once_without_litdatas_lines(small, tmp_path):
+    """Before: the result line twice (the library's log line and the command's), after LitData's: an account
+    advert, the hidden partial folder's path and each worker's state."""
+    out = tmp_path / "prepared"
+    done = subprocess.run([sys.executable, "-m", "lit_gans", *prepare_args(small, out)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [line.strip() for line in (done.stdout + done.stderr).replace("\r", "\n").splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith("ImageFolderDataModule 0-30 of 30:")]  # the progress bar
+    assert said == [
+        f"lit-gans: prepared 23 training images and 6 held out (3x16x16) in {out}: 29 images used, 1 skipped "
+        "(not_an_image: 1)"
+    ], lines
+    assert done.stdout.strip() == said[0]  # the command's answer, on stdout
