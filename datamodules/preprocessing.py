@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import signal
 import zipfile
 import zlib
 from collections import Counter
@@ -248,6 +249,13 @@ def _apply(job: tuple[Callable, Any, Any]) -> tuple[Optional[np.ndarray], Any, O
     return array, label, None, note
 
 
+def _leave_signals_to_the_parent() -> None:
+    """A decoding process ignores Ctrl-C (the terminal signals every process of the command; the parent stops the
+    pool) and dies quietly of SIGTERM (not with the command's handler, which it inherited when forked)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def preprocess(
     fn: Callable[[Any], np.ndarray],
     items: Sequence[Any],
@@ -264,8 +272,11 @@ def preprocess(
     """
     jobs = [(fn, item, label) for item, label in zip(items, labels)]
     if workers > 0 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_leave_signals_to_the_parent)
+        try:
             results = list(tqdm(pool.map(_apply, jobs, chunksize=32), total=len(jobs), desc=desc, leave=False))
+        finally:  # Ctrl-C or an error: the blocks under way finish, the rest are dropped, no process is left
+            pool.shutdown(wait=True, cancel_futures=True)
     else:
         results = [_apply(job) for job in tqdm(jobs, desc=desc, leave=False)]
     arrays, kept_labels, skipped, notes = [], [], [], []

@@ -367,3 +367,48 @@ def test_the_prepare_command_says_what_it_did_once_without_litdatas_lines(small,
         "(not_an_image: 1)"
     ], lines
     assert done.stdout.strip() == said[0]  # the command's answer, on stdout
+
+
+def test_ctrl_c_while_prepare_decodes_on_worker_processes_exits_130_and_leaves_no_process(small, tmp_path):
+    """Ctrl-C in a terminal also signals the decoding pool's processes. Before: a traceback from the pool's
+    thread, the preemption message of a fit from each worker, and at times a hang with the workers orphaned."""
+    out, started = tmp_path / "prepared", tmp_path / "decoding"
+    script = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from lit_gans.cli import console_main
+        from lit_gans.datamodules import preprocessing
+
+        decode = preprocessing._apply
+
+        def slow(job):  # a worker process: say it started, then take long
+            Path({str(started)!r}).touch()
+            time.sleep(0.1)
+            return decode(job)
+
+        preprocessing._apply = slow
+        args = [a for a in {prepare_args(small, out)!r} if not a.startswith("--data.preprocess_workers")]
+        sys.argv = ["lit-gans", *args, "--data.preprocess_workers=2"]
+        sys.exit(console_main())
+    """)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), proc.communicate(timeout=10)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        stdout, stderr = proc.communicate(timeout=60)
+        time.sleep(0.5)
+        with pytest.raises(ProcessLookupError):  # no worker left behind in the command's process group
+            os.killpg(proc.pid, 0)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr and "SIGTERM" not in stderr and "Exception" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"lit-gans: interrupted: nothing was written to {out}; the same command starts again"
+    ), stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["decoding", "raw"]
