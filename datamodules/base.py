@@ -215,9 +215,11 @@ def split_indices(n: int, val_split: float | int, seed: int) -> tuple[Tensor, Te
     return perm[n_val:], perm[:n_val]
 
 
-#: Constructor arguments that change how the images are loaded, never which images: left out of
-#: :meth:`ImageDataModule.data_identity`.
-NOT_IDENTITY = frozenset({"self", "batch_size", "num_workers", "download", "cache_dir", "preprocess_workers"})
+#: Constructor arguments that change how the images are loaded or batched, never which images: left out of
+#: :meth:`ImageDataModule.data_identity` (flips and class-balanced sampling act on training batches; the real images
+#: the metrics read are the training set's as stored).
+NOT_IDENTITY = frozenset({"self", "batch_size", "num_workers", "download", "cache_dir", "preprocess_workers",
+                          "horizontal_flip", "balanced_classes"})  # fmt: skip
 
 
 def _plain(value: Any) -> Any:

@@ -50,8 +50,6 @@ METADATA_VERSION = 1
 #: LitData's chunk size: large enough that object-storage reads are few, small enough that a rank's first batch
 #: does not wait long
 DEFAULT_CHUNK_BYTES = "64MB"
-#: constructor arguments of a folder datamodule that change how it trains, never which images it prepares
-TRAINING_ONLY = frozenset({"horizontal_flip", "balanced_classes"})
 #: inputs decoded per block: the staging file grows block by block, memory holds one block of images
 BLOCK = 4096
 
@@ -130,13 +128,6 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
-
-
-def prepared_identity(datamodule: ImageDataModule) -> dict[str, Any]:
-    """What determines the images ``datamodule`` prepares: its ``data_identity()`` (class, data folder, input files,
-    preprocessing, val_split and seed) without the options that only change how it trains (:data:`TRAINING_ONLY`).
-    A rerun of :func:`prepare_streaming` with the same identity has nothing to do."""
-    return {k: v for k, v in datamodule.data_identity().items() if k not in TRAINING_ONLY}
 
 
 # ---------------------------------------------------------------------------------------------------- prepare
@@ -346,7 +337,7 @@ def write_prepared(
             "train with it as it is"
         )
     output_dir = str(output_dir)
-    identity = prepared_identity(datamodule)
+    identity = datamodule.data_identity()
     existing = _check_output(output_dir, identity)
     if existing is not None:
         return PreparedDataset(output_dir, existing, wrote=False)
@@ -551,14 +542,10 @@ class StreamingImageDataModule(ImageDataModule):
         return list(names) if names else None
 
     def data_identity(self) -> dict[str, Any]:
-        """What the images were prepared from (the source datamodule's identity: its class, data folder, files,
-        preprocessing, split), and how many: never where they are stored, so a copy in object storage shares the
-        cached FID statistics and classifiers of the folder it was prepared in."""
-        return {
-            "class": f"{type(self).__module__}.{type(self).__qualname__}",
-            "source": self.metadata["source"],
-            "train_images": self.metadata["train_images"],
-        }
+        """The identity of the datamodule the images were prepared from (its class, data folder, files,
+        preprocessing, split): the same training images, so a stream, wherever it is stored, shares the cached FID
+        statistics and data classifiers of the folder it was prepared from."""
+        return self.metadata["source"]
 
     def class_counts(self) -> Optional[Tensor]:
         counts = self.metadata.get("class_counts")

@@ -309,6 +309,11 @@ def test_fid_reads_its_real_images_from_the_stream_keyed_on_their_source(small, 
     assert len(set(image_ids(real))) == 10
 
     key = fid.cache_path(SimpleNamespace(datamodule=streamed))
+    # the folder it was prepared from, flipped or not, has the same training images: the same statistics (before:
+    # the stream's own key, so FID's statistics and the data classifier were computed again)
+    assert fid.cache_path(SimpleNamespace(datamodule=memory)) == key
+    flipped = ImageFolderDataModule(small, image_size=16, labels=True, val_split=0.2, horizontal_flip=True)
+    assert fid.cache_path(SimpleNamespace(datamodule=flipped)) == key
     copy = tmp_path / "copy"  # the same images elsewhere (as in object storage): the same statistics
     shutil.copytree(out, copy)
     assert fid.cache_path(SimpleNamespace(datamodule=StreamingImageDataModule(input_dir=copy))) == key
