@@ -26,6 +26,7 @@ import signal
 import tempfile
 import threading
 import traceback
+import warnings
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -577,6 +578,9 @@ class StreamingImageDataModule(ImageDataModule):
                 f"batch_size={self.batch_size} is larger than the {per_rank} training images each of {world_size} "
                 "ranks reads; lower batch_size"
             )
+        # Lightning warns that an IterableDataset's length may count items twice across loader workers; LitData's
+        # is this rank's and each worker reads its own part, so the warning could only mislead
+        warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
         return resuming_loader_class()(
             dataset,
             batch_size=self.batch_size,

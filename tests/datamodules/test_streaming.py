@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -417,3 +418,16 @@ def test_ctrl_c_while_prepare_decodes_on_worker_processes_exits_130_and_leaves_n
         f"lit-gans: interrupted: nothing was written to {out}; the same command starts again"
     ), stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["decoding", "raw"]
+
+
+def test_a_streaming_fit_does_not_warn_that_its_length_may_count_items_twice(small, tmp_path):
+    """Lightning's warning about an IterableDataset with a length (before: in every streaming fit) does not apply:
+    each rank and loader worker reads its own part (test_two_ranks_stream_disjoint_shards_and_resume_mid_epoch)."""
+    out = tmp_path / "prepared"
+    prepare_streaming(ImageFolderDataModule(small, image_size=16, labels=True, preprocess_workers=0), out)
+    model = DCGAN(image_shape=(3, 16, 16), latent_dim=8, generator_width=4, discriminator_width=4, max_generator_steps=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trainer(**tiny_trainer_kwargs()).fit(model, StreamingImageDataModule(input_dir=out, batch_size=4))
+    assert model.generator_step == 2
+    assert not [w for w in caught if "IterableDataset" in str(w.message)], [str(w.message) for w in caught]
