@@ -189,7 +189,8 @@ def run_command(name: str, args: list[str], prog: str) -> Any:
         print(f"lit-gans: wrote {result} ({kwargs['format']}) from {describe_checkpoint(kwargs['ckpt_path'])}{pushed}")
     else:
         count = len(parse_seeds(kwargs["seeds"])) if kwargs.get("seeds") is not None else kwargs["num_images"]
-        print(f"lit-gans: wrote {count} images to {result} from {describe_checkpoint(kwargs['ckpt_path'])}")
+        images = "1 image" if count == 1 else f"{count} images"
+        print(f"lit-gans: wrote {images} to {result} from {describe_checkpoint(kwargs['ckpt_path'])}")
     return result
 
 

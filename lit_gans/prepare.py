@@ -29,7 +29,7 @@ from lit_gans.generate import import_class
 DESCRIPTION = (
     "lit-gans prepare preprocesses the data of a fit config (--config, --data ...) once into LitData chunks in "
     "--output_dir (a folder, or an s3:// / gs:// URL); train from them with --data "
-    "lit_gans.datamodules.StreamingImageDataModule --data.input_dir OUTPUT_DIR."
+    "lit_gans.datamodules.StreamingImageDataModule --data.init_args.input_dir OUTPUT_DIR."
 )
 
 
