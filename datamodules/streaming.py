@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 from lit_gans.datamodules.base import ImageDataModule, ImageTensorDataset, split_indices, uint8_to_unit_range
 from lit_gans.datamodules.image_folder import CachedImageDataModule
 from lit_gans.datamodules.preprocessing import format_summary, preprocess
-from lit_gans.files import atomic_write_bytes
+from lit_gans.files import atomic_write_bytes, permissions_as_created
 
 #: the file that makes a folder a prepared dataset; written last
 METADATA_FILE = "lit_gans_dataset.json"
@@ -379,6 +379,7 @@ def write_prepared(
         if local is not None:
             if local.is_dir():  # empty (checked): a rename replaces an empty folder
                 local.rmdir()
+            permissions_as_created(target)  # mkdtemp's folder is owner-only: every node's account must read it
             os.replace(target, local)
     return PreparedDataset(output_dir, metadata, wrote=True)
 

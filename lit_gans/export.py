@@ -42,7 +42,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from lit_gans.checkpoints import load_checkpoint_file, saved_score
-from lit_gans.files import atomic_write_bytes, check_writable
+from lit_gans.files import atomic_write_bytes, check_writable, permissions_as_created
 from lit_gans.gan import GAN
 from lit_gans.generate import import_class, load_model, resolve_ema, seed_latents
 from lit_gans.latent import render_grid, to_uint8_image
@@ -400,6 +400,7 @@ def write_hub_folder(
     hub.save_pretrained(folder)
     atomic_write_bytes(folder / SAMPLE_GRID, sample_grid(generator, model))
     atomic_write_bytes(folder / MODEL_CARD, card.encode())
+    permissions_as_created(folder)
     reloaded = load_exported(folder)
     for n in CHECK_BATCHES:
         z, *labels = example_inputs(model, n, seed=n)

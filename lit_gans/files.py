@@ -88,4 +88,15 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any], fsync: bool = Tru
             tmp.unlink()
 
 
-__all__ = ["DISK_FULL", "TEMPORARY_FILE", "WriteError", "atomic_write", "atomic_write_bytes", "check_writable"]
+def permissions_as_created(path: Union[str, os.PathLike]) -> None:
+    """Give ``path`` and, for a folder, everything under it the permissions a plain ``open`` or ``mkdir`` would
+    have (0o666 or 0o777 less the umask): ``tempfile.mkdtemp`` and safetensors make theirs owner-only, which other
+    accounts (the nodes' service account, a colleague) cannot read on a shared filesystem."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path = Path(path)
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~umask)
+
+
+__all__ = ["DISK_FULL", "TEMPORARY_FILE", "WriteError", "atomic_write", "atomic_write_bytes", "check_writable", "permissions_as_created"]

@@ -19,7 +19,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from streaming_testing import MemoryAt, SeenImages, StopAt, image_ids, read_seen, write_indexed_images
-from data_testing import write_cat_face
+from data_testing import current_umask, write_cat_face
 from gan_testing import tiny_trainer_kwargs
 
 from lit_gans import DCGAN, GAN
@@ -96,6 +96,10 @@ def test_prepare_cli_stores_the_in_memory_split_and_a_rerun_is_a_no_op(small, tm
     metadata = json.loads((out / streaming.METADATA_FILE).read_text())
     assert metadata["class_names"] == ["c0", "c1", "c2"] and metadata["summary"]["skipped"] == 1
     assert len(list((out / "train").glob("*.bin"))) > 1  # several chunks
+    # readable by every account that may read it, as any folder made here (before: the folder was owner-only)
+    umask = current_umask()
+    assert {oct(p.stat().st_mode & 0o777) for p in (out, out / "train")} == {oct(0o777 & ~umask)}
+    assert {oct(p.stat().st_mode & 0o777) for p in out.rglob("*") if p.is_file()} == {oct(0o666 & ~umask)}
 
     # the streamed splits are the in-memory module's, image for image, as the same floats
     memory = ImageFolderDataModule(small, image_size=16, labels=True, val_split=0.2, preprocess_workers=0,

@@ -173,3 +173,10 @@ def disk_full_after(monkeypatch, folder: Path, files: int, code: int = errno.ENO
         return f
 
     monkeypatch.setattr(builtins, "open", fake_open)
+
+
+def current_umask() -> int:
+    """This process' umask (reading it means setting it: set back at once)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from data_testing import current_umask
 from gan_testing import RandomImages, fitted_checkpoint
 from lightning.pytorch import seed_everything
 from PIL import Image
@@ -148,6 +149,8 @@ def test_the_hf_folder_loads_offline_in_lit_gans_and_huggingface_hub(ckpts, mnis
     config = write_fid_config(tmp_path / "fid.yaml", mnist_dir)
     folder = export_cli(ckpts["unconditional"], "hf", tmp_path / "my-gan", "--config", str(config))
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "samples.png"]
+    # readable by every account that may read the folder (before: safetensors' weights were owner-only)
+    assert {oct(p.stat().st_mode & 0o777) for p in folder.iterdir()} == {oct(0o666 & ~current_umask())}
     model = load_model(ckpts["unconditional"])
     z = inputs(model, 6)[0]
     # lit_gans.load_model rebuilds the model around the exported (averaged) generator
