@@ -278,8 +278,9 @@ def is_our_export(path: Path, format: str) -> bool:
     return any(entry.key == MARKER for entry in proto.metadata_props)
 
 
-def _check_output(path: Path, format: str) -> None:
-    """Refuse, in one line, an output that exists and is no earlier export of ``format``, or cannot be written."""
+def _check_output(path: Path, format: str, overwrite: bool) -> None:
+    """Refuse, in one line, an output that exists and is no earlier export of ``format``, an earlier export
+    without ``overwrite``, or an output that cannot be written."""
     if format == "hf":
         if path.exists() and not path.is_dir():
             raise ValueError(f"output={path} is a file: --format hf writes a folder")
@@ -288,13 +289,17 @@ def _check_output(path: Path, format: str) -> None:
                 f"output={path} is a folder that lit-gans export did not write (no {HUB_CONFIG} of an export): choose "
                 "a new or empty folder"
             )
-        check_writable(path, "output", folder=True)
-        return
-    if path.is_dir():
+    elif path.is_dir():
         raise ValueError(f"output={path} is a folder: --format {format} writes one file (e.g. {path / ('generator.' + _SUFFIX[format])})")
-    if path.exists() and not is_our_export(path, format):
+    elif path.exists() and not is_our_export(path, format):
         raise ValueError(f"output={path} exists and is no {format} export of lit-gans: choose another path or remove it")
-    check_writable(path, "output")
+    earlier = path.is_file() or (path.is_dir() and any(path.iterdir()))
+    if earlier and not overwrite:
+        raise ValueError(
+            f"output={path} holds an earlier {format} export: pass overwrite=True (--overwrite true) to replace it, "
+            "or choose another path"
+        )
+    check_writable(path, "output", folder=format == "hf")
 
 
 _SUFFIX = {"onnx": "onnx", "torchscript": "pt"}
@@ -537,6 +542,7 @@ def export(
     ema: Optional[bool] = None,
     config: Optional[Union[str, list[str]]] = None,
     push_to_hub: Optional[str] = None,
+    overwrite: bool = False,
 ) -> Path:
     """Export the generator of a trained checkpoint as ONNX, TorchScript or a Hugging Face model folder.
 
@@ -551,8 +557,8 @@ def export(
             exporter, ``torch.onnx.export(dynamo=False)``, at the installed onnx's newest opset up to 20),
             ``torchscript`` (``torch.jit.trace``; ``forward(z)`` or ``forward(z, labels)``) or ``hf`` (a folder:
             ``config.json``, ``model.safetensors``, ``README.md`` with the samples of seeds 0-63, ``samples.png``).
-        output: the file (onnx, torchscript) or folder (hf) to write; an earlier export there is replaced, anything
-            else is refused.
+        output: the file (onnx, torchscript) or folder (hf) to write; an earlier export there is refused unless
+            ``overwrite``, anything else always.
         ema: ``None``: the weight-averaged generator when there is one; ``true``: it (an error without one);
             ``false``: the raw generator.
         config: the fit config(s) of the run (hf): the model card describes their data and lists the metrics that
@@ -560,6 +566,7 @@ def export(
             that command). Without it the card shows the metric the checkpoint was saved for, if any.
         push_to_hub: also upload the folder to this Hugging Face repository (``user/name``; created if missing;
             needs a login, ``hf auth login``); hf only.
+        overwrite: replace an earlier export at ``output`` (only once the new one is verified).
 
     Returns:
         The file or folder written.
@@ -583,7 +590,7 @@ def export(
         if not Path(path).is_file():
             raise FileNotFoundError(f"config={path}: no such file")
     target = Path(output)
-    _check_output(target, format)
+    _check_output(target, format, overwrite)
     model = load_model(ckpt_path)
     generator, averaged = generator_of(model, ema)
     metadata = describe(model, averaged, ckpt_path)

@@ -99,4 +99,7 @@ def permissions_as_created(path: Union[str, os.PathLike]) -> None:
         os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~umask)
 
 
-__all__ = ["DISK_FULL", "TEMPORARY_FILE", "WriteError", "atomic_write", "atomic_write_bytes", "check_writable", "permissions_as_created"]
+__all__ = [
+    "DISK_FULL", "TEMPORARY_FILE", "WriteError", "atomic_write", "atomic_write_bytes", "check_writable",
+    "permissions_as_created",
+]  # fmt: skip

@@ -218,11 +218,25 @@ def test_push_to_hub_uploads_the_folder_it_wrote(ckpts, tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------- refusals
-def test_an_earlier_export_is_replaced_and_anything_else_refused(ckpts, tmp_path, capsys):
+def test_an_earlier_export_is_replaced_only_with_overwrite_and_anything_else_refused(ckpts, tmp_path, capsys):
     out = export_cli(ckpts["unconditional"], "torchscript", tmp_path / "g.pt")
     first = out.read_bytes()
-    export_cli(ckpts["conditional"], "torchscript", out)  # ours: replaced
-    assert out.read_bytes() != first and sorted(p.name for p in tmp_path.iterdir()) == ["g.pt"]
+    hub = export_cli(ckpts["unconditional"], "hf", tmp_path / "my-gan")
+    card = (hub / "README.md").read_bytes()
+    # before: replaced without a word, as generate never does
+    for fmt, output, kind in (("torchscript", out, "torchscript"), ("hf", hub, "hf")):
+        with pytest.raises(SystemExit):
+            export_cli(ckpts["conditional"], fmt, output)
+        assert error_line(capsys) == (
+            f"lit-gans: error: output={output} holds an earlier {kind} export: pass overwrite=True (--overwrite true) "
+            "to replace it, or choose another path"
+        )
+    assert out.read_bytes() == first and (hub / "README.md").read_bytes() == card
+    export_cli(ckpts["conditional"], "torchscript", out, "--overwrite", "true")
+    assert out.read_bytes() != first
+    export_cli(ckpts["conditional"], "hf", hub, "--overwrite", "true")
+    assert load_model(hub).num_classes == K
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.pt", "my-gan"]
     (tmp_path / "notes.onnx").write_text("mine")
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "photo.png").write_bytes(b"mine")
