@@ -461,6 +461,12 @@ class BestCheckpoint(_LocksFolder):
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self._save_if_measured(trainer)
+        if self._seen is None and not self.best_k_models and not trainer.fast_dev_run:
+            rank_zero_warn(
+                f"BestCheckpoint(monitor={self.monitor!r}): nothing logged {self.monitor} in this fit, so no best "
+                f"checkpoint was saved (its callback off, as with --fid=null? then pass --best_checkpoint=null too, or "
+                f"--best_checkpoint.monitor=ANOTHER_METRIC)"
+            )
 
     def _save_if_measured(self, trainer: Any) -> None:
         """Offer the current weights to the top ``save_top_k`` when the metric was computed since the last check:

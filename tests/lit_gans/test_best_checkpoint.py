@@ -124,3 +124,12 @@ def test_a_metric_computed_outside_a_batch_saves_the_weights_it_measured(tmp_pat
         restored.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
         saved[restored.generator_step] = float(weight_sum(restored.generator))  # the metric, recomputed from the file
     assert saved == metric.logged  # every measured step saved (the last one too), with the weights measured
+
+
+def test_a_fit_whose_monitored_metric_is_never_logged_says_no_best_checkpoint_was_saved(tmp_path):
+    """Before: silence (a config's best_checkpoint with --fid=null never saves, and nothing said so)."""
+    best = BestCheckpoint(monitor="fid", dirpath=tmp_path)
+    with pytest.warns(UserWarning, match=r"BestCheckpoint\(monitor='fid'\): nothing logged fid in this fit, so no best"):
+        trainer = Trainer(**tiny_trainer_kwargs(callbacks=[best], enable_checkpointing=True))
+        trainer.fit(DCGAN(**TINY, max_generator_steps=2), RandomImages(n=32))
+    assert list(tmp_path.iterdir()) == []
