@@ -37,8 +37,8 @@ class WandbLogger(_LightningWandbLogger):
     ``WANDB_API_KEY``) and offline otherwise; an explicit ``WANDB_MODE`` in the environment always wins. Offline
     runs are written under ``save_dir/wandb/offline-run-*``; upload them later with ``wandb sync <that folder>``.
     Offline mode is passed to ``wandb.init(mode="offline")`` rather than through Lightning's ``offline=True``,
-    which sets a process-global environment variable. A fit that fails before it logged anything (at setup: a
-    missing weights file, unusable data) leaves no offline run behind: its folder, and its empty checkpoint folder,
+    which sets a process-global environment variable. A fit that fails before it logged a value (at setup: a
+    missing weights file, unusable data, a batch larger than the data) leaves no offline run behind: its folder, and its empty checkpoint folder,
     are removed, without a ``wandb sync`` hint for a run that trained nothing.
 
     Args:
@@ -77,11 +77,11 @@ class WandbLogger(_LightningWandbLogger):
         super().__init__(name=name, save_dir=save_dir, project=project, log_model=log_model, **kwargs)
         if self._wandb_init.get("anonymous") is None:  # wandb >= 0.19 warns on any explicit value, None included
             self._wandb_init.pop("anonymous", None)
-        self._wrote = False  # whether the fit got past setup, where Lightning first saves; it saves after each log
+        self._wrote = False  # whether the fit logged a value (hyperparameters alone are logged before the data loads)
 
-    def save(self) -> None:
+    def log_metrics(self, metrics: Any, step: Optional[int] = None) -> None:
         self._wrote = True
-        super().save()
+        super().log_metrics(metrics, step)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

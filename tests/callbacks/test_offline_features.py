@@ -132,6 +132,22 @@ def test_without_any_offline_features_the_run_stops_at_setup_naming_every_way_ou
     assert "You can sync this run" not in out + err and not re.search(r"wandb sync \S*offline-run", out + err)
 
 
+def test_a_fit_that_stops_when_its_data_loads_leaves_no_run_behind(offline, capfd):
+    """A batch larger than one's folder ends the fit after W&B started and the hyperparameters were logged. Before:
+    an offline run of nothing, its empty checkpoint folder and a sync hint stayed."""
+    write_images(offline / "photos", 8, seed=0)
+    tiny = [arg for arg in TINY_RUN if not arg.startswith("--data.init_args.batch_size")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*README_OWN_FOLDER, f"--data.init_args.data_dir={offline / 'photos'}", "--data.init_args.image_size=64",
+              "--data.init_args.channels=3", "--data.init_args.batch_size=16", *tiny])  # fmt: skip
+    assert exit_info.value.code == 2
+    out, err = capfd.readouterr()
+    assert "lit-gans: error: batch_size=16 is larger than the 8 training images; lower batch_size" in err
+    assert not list(offline.glob("lightning_logs/wandb/*run-*")), list(offline.glob("lightning_logs/**/*"))
+    assert not (offline / "lightning_logs" / "lit-gans").exists()
+    assert "You can sync this run" not in out + err and not re.search(r"wandb sync \S*offline-run", out + err)
+
+
 def test_the_missing_inception_message_names_every_way_out(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(FileNotFoundError) as err:
