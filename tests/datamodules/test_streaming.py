@@ -158,6 +158,28 @@ def test_prepare_refuses_an_output_dir_that_holds_something_else(small, tmp_path
     assert "MNISTDataModule is not a folder datamodule" in capsys.readouterr().err
 
 
+def ctrl_c_in_a_terminal(script: str, started: Path, cwd: Path) -> tuple[int, str, str]:
+    """Run ``script`` as a command in a session of its own and, once ``started`` exists, send its process group
+    SIGINT, as a terminal's Ctrl-C does; its exit status, stdout and stderr. Also checks that no process of the
+    group is left behind."""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), proc.communicate(timeout=10)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+        time.sleep(0.5)
+        with pytest.raises(ProcessLookupError):  # no worker left behind in the command's process group
+            os.killpg(proc.pid, 0)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, stdout, stderr
+
+
 def test_ctrl_c_means_what_it_meant_before_once_prepare_is_done(small, tmp_path):
     """LitData's optimize installs a Ctrl-C handler that ends the process with exit status 0 and leaves it
     installed: afterwards, a fit's Ctrl-C would end the program unsaved, and no KeyboardInterrupt is raised."""
@@ -185,19 +207,8 @@ def test_ctrl_c_while_prepare_writes_chunks_exits_130_and_leaves_nothing(small, 
         sys.argv = ["lit-gans", *{prepare_args(small, out)!r}]
         sys.exit(console_main())
     """)  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert started.exists(), proc.communicate(timeout=10)
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, stdout + stderr
+    returncode, stdout, stderr = ctrl_c_in_a_terminal(script, started, tmp_path)
+    assert returncode == 130, stdout + stderr
     assert stderr.strip().splitlines()[-1] == (
         f"lit-gans: interrupted: nothing was written to {out}; the same command starts again"
     ), stderr
@@ -401,22 +412,8 @@ def test_ctrl_c_while_prepare_decodes_on_worker_processes_exits_130_and_leaves_n
         sys.argv = ["lit-gans", *args, "--data.preprocess_workers=2"]
         sys.exit(console_main())
     """)  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert started.exists(), proc.communicate(timeout=10)
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        stdout, stderr = proc.communicate(timeout=60)
-        time.sleep(0.5)
-        with pytest.raises(ProcessLookupError):  # no worker left behind in the command's process group
-            os.killpg(proc.pid, 0)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, stdout + stderr
+    returncode, stdout, stderr = ctrl_c_in_a_terminal(script, started, tmp_path)
+    assert returncode == 130, stdout + stderr
     assert "Traceback" not in stderr and "SIGTERM" not in stderr and "Exception" not in stderr, stderr
     assert stderr.strip().splitlines()[-1] == (
         f"lit-gans: interrupted: nothing was written to {out}; the same command starts again"
