@@ -179,6 +179,13 @@ def machine() -> dict[str, Any]:
 
 
 def peak_rss_mb() -> float:
+    """This process' peak resident memory (MB): ``VmHWM`` where Linux gives it; not ``ru_maxrss``, which a child
+    keeps from the parent that forked it (across ``exec`` too), so a measuring subprocess reported its parent's."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

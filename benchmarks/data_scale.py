@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench_utils import machine, markdown_table, package_run, save_results
+from bench_utils import machine, markdown_table, package_run, peak_rss_mb, save_results
 from lightning.pytorch import Callback, LightningModule, Trainer
 from PIL import Image
 
@@ -69,15 +69,6 @@ def prepare(root: Path, count: int, size: int) -> None:
     folder = datamodule("in-memory", root, size, batch_size=1)
     folder.prepare_data()
     prepare_streaming(folder, root / "prepared")
-
-
-def peak_rss_mb() -> float:
-    """This process' peak resident memory (MB): ``VmHWM``, not ``ru_maxrss``, which a child keeps from the parent
-    that forked it (across ``exec`` too) and so would report the preparing process' peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def pss_mb() -> float:

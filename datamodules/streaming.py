@@ -288,6 +288,7 @@ def prepare_streaming(
     output_dir: Union[str, os.PathLike],
     chunk_bytes: str = DEFAULT_CHUNK_BYTES,
     staging_dir: Optional[Union[str, os.PathLike]] = None,
+    log_result: bool = True,
 ) -> PreparedDataset:
     """Preprocess a folder datamodule's images (:class:`~lit_gans.datamodules.ImageFolderDataModule`,
     :class:`~lit_gans.datamodules.CatFacesDataModule`, :class:`~lit_gans.datamodules.CalligraphyDataModule`:
@@ -314,23 +315,12 @@ def prepare_streaming(
         output_dir: a local folder (new or empty), or any URL LitData's ``optimize`` writes to.
         chunk_bytes: LitData's chunk size (``"64MB"``).
         staging_dir: where the decoded images are staged while preparing (needs the dataset's uint8 size).
+        log_result: log what was done in one line (``lit-gans prepare`` prints it itself, on stdout).
 
     Raises:
         ValueError: a datamodule that is no folder datamodule, an ``output_dir`` that holds something else, data
             without a usable image.
     """
-    done = write_prepared(datamodule, output_dir, chunk_bytes, staging_dir)
-    rank_zero_info(f"lit-gans: {done.describe()}")
-    return done
-
-
-def write_prepared(
-    datamodule: ImageDataModule,
-    output_dir: Union[str, os.PathLike],
-    chunk_bytes: str = DEFAULT_CHUNK_BYTES,
-    staging_dir: Optional[Union[str, os.PathLike]] = None,
-) -> PreparedDataset:
-    """:func:`prepare_streaming` without its log line (``lit-gans prepare`` prints the line itself, on stdout)."""
     if not isinstance(datamodule, CachedImageDataModule):
         raise ValueError(
             f"prepare: {type(datamodule).__name__} is not a folder datamodule (ImageFolderDataModule, "
@@ -341,7 +331,7 @@ def write_prepared(
     identity = datamodule.data_identity()
     existing = _check_output(output_dir, identity)
     if existing is not None:
-        return PreparedDataset(output_dir, existing, wrote=False)
+        return _done(PreparedDataset(output_dir, existing, wrote=False), log_result)
     local = None if is_url(output_dir) else Path(output_dir).expanduser().resolve()
     if local is not None:
         local.parent.mkdir(parents=True, exist_ok=True)
@@ -381,7 +371,13 @@ def write_prepared(
                 local.rmdir()
             permissions_as_created(target)  # mkdtemp's folder is owner-only: every node's account must read it
             os.replace(target, local)
-    return PreparedDataset(output_dir, metadata, wrote=True)
+    return _done(PreparedDataset(output_dir, metadata, wrote=True), log_result)
+
+
+def _done(done: PreparedDataset, log_result: bool) -> PreparedDataset:
+    if log_result:
+        rank_zero_info(f"lit-gans: {done.describe()}")
+    return done
 
 
 # ---------------------------------------------------------------------------------------------------- training

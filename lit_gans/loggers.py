@@ -38,8 +38,8 @@ class WandbLogger(_LightningWandbLogger):
     runs are written under ``save_dir/wandb/offline-run-*``; upload them later with ``wandb sync <that folder>``.
     Offline mode is passed to ``wandb.init(mode="offline")`` rather than through Lightning's ``offline=True``,
     which sets a process-global environment variable. A fit that fails before it logged a value (at setup: a
-    missing weights file, unusable data, a batch larger than the data) leaves no offline run behind: its folder, and its empty checkpoint folder,
-    are removed, without a ``wandb sync`` hint for a run that trained nothing.
+    missing weights file, unusable data, a batch larger than the data) leaves no offline run behind: its folder,
+    and its empty checkpoint folder, are removed, without a ``wandb sync`` hint for a run that trained nothing.
 
     Args:
         name: display name of the run.

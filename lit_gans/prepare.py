@@ -20,7 +20,7 @@ from typing import Any
 from jsonargparse import ArgumentError
 
 from lit_gans.datamodules import ImageDataModule
-from lit_gans.datamodules.streaming import DEFAULT_CHUNK_BYTES, PreparedDataset, write_prepared
+from lit_gans.datamodules.streaming import DEFAULT_CHUNK_BYTES, PreparedDataset, prepare_streaming
 from lit_gans.fit_cli import CLI_OPTIONS, GANCLI
 from lit_gans.gan import GAN
 from lit_gans.models import DCGAN
@@ -85,7 +85,8 @@ def prepare_command(args: list[str]) -> PreparedDataset:
         raise ValueError(f"prepare: {message} (lit-gans prepare --help lists the options)") from None
     config = cli.config
     try:
-        result = write_prepared(cli.datamodule, config.output_dir, config.chunk_bytes, config.staging_dir)
+        result = prepare_streaming(cli.datamodule, config.output_dir, config.chunk_bytes, config.staging_dir,
+                                   log_result=False)  # fmt: skip
     except KeyboardInterrupt:  # lit_gans.cli says it in one line, with the shell's 130
         raise KeyboardInterrupt(f"nothing was written to {config.output_dir}; the same command starts again") from None
     print(f"lit-gans: {result.describe()}", flush=True)
