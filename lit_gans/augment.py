@@ -273,7 +273,8 @@ def _rotate3d(v: Tensor, theta: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------- filtering
 @functools.lru_cache(maxsize=1024)
 def _filter_operator(length: int, up: bool) -> Tensor:
-    """The matrix of one axis of :func:`_filter_2x` on a signal of ``length`` samples: ``(out, length)``, float64.
+    """The matrix of the sym6 filter's 2x resampling along one axis of ``length`` samples: ``(out, length)``,
+    float64, so that an image ``x`` resamples as ``rows @ x @ cols.t()``.
 
     Separable 2x up-sampling (zero insertion, then the sym6 filter with gain 2) or filtered 2x down-sampling (the
     filter, then every second sample), each keeping the signal centred, as the reference's ``upsample2d`` and
@@ -291,11 +292,15 @@ def _filter_operator(length: int, up: bool) -> Tensor:
     return (x if up else x[:, ::2]).t().contiguous()
 
 
-def _filter_2x(x: Tensor, up: bool) -> Tensor:
-    """2x up- or down-sampling of ``(N, C, H, W)`` images with the sym6 filter (:func:`_filter_operator`)."""
-    rows = _filter_operator(x.shape[2], up).to(x.device, x.dtype)
-    cols = _filter_operator(x.shape[3], up).to(x.device, x.dtype)
-    return rows @ x @ cols.t()
+@functools.lru_cache(maxsize=1024)
+def _padded_upsample_operator(length: int, before: int, after: int) -> Tensor:
+    """Reflect padding by ``before`` and ``after`` samples, then :func:`_filter_operator`'s 2x up-sampling, as one
+    ``(2 * (length + before + after), length)`` matrix: the padding is a selection of samples, so folding it in
+    multiplies the small image instead of the padded one (a quarter of the work when the padding is as wide as the
+    image, as rotations need)."""
+    source = torch.arange(-before, length + after).abs()
+    source = torch.where(source >= length, 2 * (length - 1) - source, source)  # F.pad's "reflect"
+    return _filter_operator(length + before + after, up=True) @ torch.eye(length, dtype=torch.float64)[source]
 
 
 class AdaptiveAugment(Augment):
@@ -430,7 +435,9 @@ class AdaptiveAugment(Augment):
         margin = margin + torch.tensor([pad * 2 - cx, pad * 2 - cy] * 2, device=images.device)
         limit = torch.tensor([w - 1, h - 1] * 2, device=images.device, dtype=margin.dtype)
         mx0, my0, mx1, my1 = (int(m) for m in margin.clamp(min=0).minimum(limit).ceil().tolist())
-        images = _filter_2x(F.pad(images, [mx0, mx1, my0, my1], mode="reflect"), up=True)
+        rows = _padded_upsample_operator(h, my0, my1).to(images.device, images.dtype)
+        cols = _padded_upsample_operator(w, mx0, mx1).to(images.device, images.dtype)
+        images = rows @ images @ cols.t()  # reflect-padded, 2x up-sampled
         out_h, out_w = (h + pad * 2) * 2, (w + pad * 2) * 2
         # the same scalars for every image, composed once: into the padded image, onto the 2x grid with pixel
         # centres at half-integers, then grid_sample's normalized coordinates on both sides
@@ -445,8 +452,10 @@ class AdaptiveAugment(Augment):
         g_inv = before @ g_inv @ after
         grid = F.affine_grid(g_inv[:, :2, :], [n, c, out_h, out_w], align_corners=False)
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        images = _filter_2x(images, up=False)
-        return images[:, :, pad : pad + h, pad : pad + w]
+        # filtered 2x down-sampling of only the rows and columns that survive the crop
+        rows = _filter_operator(out_h, up=False)[pad : pad + h].to(images.device, images.dtype)
+        cols = _filter_operator(out_w, up=False)[pad : pad + w].to(images.device, images.dtype)
+        return rows @ images @ cols.t()
 
     def _color(self, images: Tensor, generator: Optional[torch.Generator]) -> Tensor:
         n, c, h, w = images.shape

@@ -141,25 +141,42 @@ def test_at_small_p_the_images_no_operation_chose_pass_through_bitwise():
     assert 0 < sum(not s for s in same) < 64  # some were resampled, the others untouched
 
 
-@pytest.mark.parametrize("up", [True, False])
-def test_the_resampling_filter_equals_the_references_separable_convolution(up):
+def separable_reference(x, up):
     """upsample2d: zero insertion, then the flipped sym6 taps x 2 with padding (k + 1) // 2, (k - 2) // 2;
     downsample2d(flip_filter=True): the taps with padding (k - 1) // 2, (k - 2) // 2, then every second sample."""
-    from lit_gans.augment import _SYM6, _filter_2x
+    from lit_gans.augment import _SYM6
 
-    x = images(channels=3, n=2, size=10)[:, :, :, :7]  # a non-square image
     taps = torch.tensor(_SYM6, dtype=torch.float64) / sum(_SYM6)
     k = len(_SYM6)
+    n, c, h, w = x.shape
     y = x.double()
     if up:
-        y = torch.zeros(2, 3, 20, 14, dtype=torch.float64)
+        y = torch.zeros(n, c, 2 * h, 2 * w, dtype=torch.float64)
         y[:, :, ::2, ::2] = x.double()
         weight, pad = taps.flip(0) * 2, [(k + 1) // 2, (k - 2) // 2]
     else:
         weight, pad = taps, [(k - 1) // 2, (k - 2) // 2]
-    y = torch.nn.functional.pad(y, pad * 2).reshape(6, 1, *[s + sum(pad) for s in y.shape[2:]])
+    y = torch.nn.functional.pad(y, pad * 2).reshape(n * c, 1, *[s + sum(pad) for s in y.shape[2:]])
     y = torch.nn.functional.conv2d(torch.nn.functional.conv2d(y, weight.view(1, 1, 1, k)), weight.view(1, 1, k, 1))
-    y = y.reshape(2, 3, *y.shape[2:])
-    if not up:
-        y = y[:, :, ::2, ::2]
-    assert torch.allclose(_filter_2x(x.double(), up=up), y, atol=1e-12)
+    y = y.reshape(n, c, *y.shape[2:])
+    return y if up else y[:, :, ::2, ::2]
+
+
+@pytest.mark.parametrize("up", [True, False])
+def test_the_resampling_filter_equals_the_references_separable_convolution(up):
+    from lit_gans.augment import _filter_operator
+
+    x = images(channels=3, n=2, size=10)[:, :, :, :7].double()  # a non-square image
+    y = _filter_operator(10, up) @ x @ _filter_operator(7, up).t()
+    assert torch.allclose(y, separable_reference(x, up), atol=1e-12)
+
+
+@pytest.mark.parametrize("margins", [(0, 0, 0, 0), (3, 5, 2, 6), (9, 9, 6, 6)])
+def test_the_padded_upsampling_equals_reflect_padding_then_the_references_filter(margins):
+    from lit_gans.augment import _padded_upsample_operator
+
+    top, bottom, left, right = margins
+    x = images(channels=3, n=2, size=10)[:, :, :, :7].double()
+    y = _padded_upsample_operator(10, top, bottom) @ x @ _padded_upsample_operator(7, left, right).t()
+    padded = torch.nn.functional.pad(x, [left, right, top, bottom], mode="reflect")
+    assert torch.allclose(y, separable_reference(padded, up=True), atol=1e-12)
