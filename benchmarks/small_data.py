@@ -10,7 +10,9 @@ Measured at each checkpoint of training time: FID with the package's MNIST extra
 digits the run never trained on, the classes covered by 2,000 samples (shipped classifier), ADA's p, and a
 memorization figure: the share of 1,000 samples whose nearest training image (in the extractor's features) is
 closer than their nearest held-out real image, the held-out set as large as the training set (0.5 means the
-samples are as close to unseen digits as to the training digits; near 1, the generator reproduces its training set).
+samples are as close to unseen digits as to the training digits; near 1, the generator reproduces its training set),
+and whether D overfits: ``E[sign(D(x))]`` on the training digits and on as many held-out digits (ADA's ``r_t`` without
+the augmentation; a gap means D tells the digits it trained on from unseen ones, the paper's Figure 1).
 
     python benchmarks/small_data.py                                    # every size and variant, 1, 2, 4 minutes
     python benchmarks/small_data.py --sizes 500 --minutes 2 5 10       # one size, longer
@@ -88,11 +90,29 @@ class Digits(ImageDataModule):
         self._set_tensors(self.images, self.labels)
 
 
+@torch.no_grad()
+def discriminator_signs(model: GAN, train: torch.Tensor, held_out: torch.Tensor) -> tuple[float, float]:
+    """``E[sign(D(x))]`` on the training and the held-out digits, D as it trains (BatchNorm on batches of 64) but
+    without augmentation, and leaving no trace: BatchNorm's statistics and the augmentation's random numbers are
+    as they were."""
+    d = model.discriminator
+    state, hooks = {k: v.clone() for k, v in d.state_dict().items()}, dict(d._forward_pre_hooks)
+    d._forward_pre_hooks.clear()
+    try:
+        signs = [torch.cat([torch.sign(model.critic(b)[0].float()) for b in x.split(64)]).mean().item()
+                 for x in (train, held_out)]  # fmt: skip
+    finally:
+        d._forward_pre_hooks.update(hooks)
+        d.load_state_dict(state)
+    return signs[0], signs[1]
+
+
 class Evaluate(Callback):
     """At each checkpoint of training time: FID against held-out digits, classes covered, ADA's p, memorization."""
 
     def __init__(self, minutes: list[float], train: torch.Tensor, held_out: torch.Tensor, test: torch.Tensor) -> None:
         self.checkpoints, self.records, self.paused = sorted(minutes), [], 0.0
+        self.train, self.held_out = train, held_out
         self.classifier = MNISTClassifier.pretrained().eval()
         with torch.no_grad():
             self.train_features = self.features(train)
@@ -122,12 +142,14 @@ class Evaluate(Callback):
             sample = self.features(fakes[:1000])
         nearest_train = torch.cdist(sample, self.train_features).min(1).values
         nearest_held_out = torch.cdist(sample, self.held_out_features).min(1).values
+        sign_train, sign_held_out = discriminator_signs(pl_module, self.train, self.held_out)
         augment = getattr(pl_module, "augment", None)
         self.records.append({
             "minutes": self.checkpoints.pop(0), "generator steps": pl_module.generator_step,
             "fid": float(self.fid.compute()), "classes covered": int(covered),
             "ada p": float(augment.p) if isinstance(augment, AdaptiveAugment) else None,
             "memorization": float((nearest_train < nearest_held_out).float().mean()),
+            "D sign train": sign_train, "D sign held-out": sign_held_out,
         })  # fmt: skip
         print(self.records[-1], flush=True)
         self.paused += time.perf_counter() - pause
@@ -162,7 +184,7 @@ def main() -> None:
                     callbacks=[clock]).fit(VARIANTS[name](), Digits(images[train], labels[train], min(args.batch_size, size)))  # fmt: skip
             rows += [{"digits": size, "variant": name, **r} for r in clock.records]
     table = markdown_table(rows, ["digits", "variant", "minutes", "generator steps", "fid", "classes covered", "ada p",
-                                  "memorization"])  # fmt: skip
+                                  "memorization", "D sign train", "D sign held-out"])  # fmt: skip
     text = "\n".join([
         "## Small data (MNIST subsets, FID with the package's MNIST extractor vs 5,000 held-out test digits, 2,000 fakes)",
         "", table, "", f"Machine: {machine()}, precision {precision}", "",
