@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--minutes", nargs="+", type=float, default=[1, 2, 4])
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0, help="the training seed (the digits drawn stay the same)")
     parser.add_argument("--name", default="small_data")
     parser.add_argument("--replot", action="store_true", help="only redraw the PNG from results/<name>.json")
     args = parser.parse_args()
@@ -177,7 +178,7 @@ def main() -> None:
         train = equal_per_class(labels, size)
         held_out = test[torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[:size]]
         for name in args.variants:
-            seed_everything(0, verbose=False)
+            seed_everything(args.seed, verbose=False)
             clock = Evaluate(list(args.minutes), images[train], held_out, test[5000:])
             Trainer(max_epochs=-1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                     enable_progress_bar=False, enable_model_summary=False, precision=precision,
@@ -190,7 +191,7 @@ def main() -> None:
         "", table, "", f"Machine: {machine()}, precision {precision}", "",
         f"Command: `python benchmarks/small_data.py --sizes {' '.join(map(str, args.sizes))} --variants "
         f"{' '.join(args.variants)} --minutes {' '.join(f'{m:g}' for m in args.minutes)}"
-        + (f" --name {args.name}`" if args.name != "small_data" else "`"),
+        + (f" --seed {args.seed}" if args.seed else "") + (f" --name {args.name}`" if args.name != "small_data" else "`"),
     ])  # fmt: skip
     print(text)
     save_results(args.name, {"machine": machine(), "precision": precision, "args": {k: str(v) for k, v in vars(args).items()},
