@@ -180,3 +180,43 @@ def test_the_padded_upsampling_equals_reflect_padding_then_the_references_filter
     y = _padded_upsample_operator(10, top, bottom) @ x @ _padded_upsample_operator(7, left, right).t()
     padded = torch.nn.functional.pad(x, [left, right, top, bottom], mode="reflect")
     assert torch.allclose(y, separable_reference(padded, up=True), atol=1e-12)
+
+
+def test_the_inverse_transform_equals_the_references_product_of_matrices():
+    """augment.py's G_inv: translate2d_inv, scale2d_inv, rotate2d_inv applied in the pipeline's order, one 3x3
+    matrix at a time, against the multiplied-out form the pipeline builds."""
+    from lit_gans.augment import _inverse_geometric
+
+    g = torch.Generator().manual_seed(0)
+    n = 64
+    draw = lambda *shape: torch.rand(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    on = lambda value, identity: torch.where(draw(n) < 0.5, value, identity)  # noqa: E731 (some ops left out)
+    flip, quarter_turns = on(torch.floor(draw(n) * 2), 0.0), on(torch.floor(draw(n) * 4), 0.0)
+    shift, frac = torch.round((draw(n, 2) * 2 - 1) * 4), draw(n, 2) * 6 - 3
+    scale, aniso = on(torch.exp2(draw(n) - 0.5), 1.0), on(torch.exp2(draw(n) - 0.5), 1.0)
+    theta_pre, theta_post = on((draw(n) * 2 - 1) * math.pi, 0.0), on((draw(n) * 2 - 1) * math.pi, 0.0)
+
+    def matrix(rows):
+        return torch.tensor(rows, dtype=torch.float64)
+
+    def rotate(t):
+        return matrix([[math.cos(t), -math.sin(t), 0], [math.sin(t), math.cos(t), 0], [0, 0, 1]])
+
+    def scale2d(sx, sy):
+        return matrix([[sx, 0, 0], [0, sy, 0], [0, 0, 1]])
+
+    def translate(tx, ty):
+        return matrix([[1, 0, tx], [0, 1, ty], [0, 0, 1]])
+
+    expected = torch.stack([
+        scale2d(1 - 2 * flip[i].item(), 1) @ rotate(quarter_turns[i].item() * math.pi / 2)
+        @ translate(-shift[i, 0].item(), -shift[i, 1].item()) @ scale2d(1 / scale[i].item(), 1 / scale[i].item())
+        @ rotate(theta_pre[i].item()) @ scale2d(1 / aniso[i].item(), aniso[i].item()) @ rotate(theta_post[i].item())
+        @ translate(-frac[i, 0].item(), -frac[i, 1].item())
+        for i in range(n)
+    ])  # fmt: skip
+    got = _inverse_geometric(flip, quarter_turns, shift, scale, theta_pre, aniso, theta_post, frac)
+    assert torch.allclose(got, expected, atol=1e-12)
+    untouched = _inverse_geometric(*(torch.zeros(n) for _ in range(2)), torch.zeros(n, 2), torch.ones(n),
+                                   torch.zeros(n), torch.ones(n), torch.zeros(n), torch.zeros(n, 2))  # fmt: skip
+    assert torch.equal(untouched.abs(), torch.eye(3).expand(n, 3, 3))  # exactly: no resampling of unchosen images
