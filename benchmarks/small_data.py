@@ -12,13 +12,16 @@ memorization figure: the share of 1,000 samples whose nearest training image (in
 closer than their nearest held-out real image, the held-out set as large as the training set (0.5 means the
 samples are as close to unseen digits as to the training digits; near 1, the generator reproduces its training set),
 and whether D overfits: ``E[sign(D(x))]`` on the training digits and on as many held-out digits (ADA's ``r_t`` without
-the augmentation; a gap means D tells the digits it trained on from unseen ones, the paper's Figure 1).
+the augmentation; a gap means D tells the digits it trained on from unseen ones, the paper's Figure 1). ADA's p and
+``r_t`` every 250 generator steps go to the JSON (``ada trace``).
 
     python benchmarks/small_data.py                                    # every size and variant, 1, 2, 4 minutes
     python benchmarks/small_data.py --sizes 500 --minutes 2 5 10       # one size, longer
+    python benchmarks/small_data.py --sizes 5000 --steps 2000 4000     # equal generator steps, not equal time
     python benchmarks/small_data.py --replot                           # redraw the PNG from the JSON
 
-The clock counts training only (evaluations pause it). Run on a quiet machine: other processes on the cores slow
+The clock counts training only (evaluations pause it). ``--steps`` measures at generator steps instead: what the
+variants would give where the augmentation's cost is negligible beside the networks' (a GPU, larger networks). Run on a quiet machine: other processes on the cores slow
 every step. Writes benchmarks/results/small_data.{md,json,png}.
 """
 
@@ -108,10 +111,14 @@ def discriminator_signs(model: GAN, train: torch.Tensor, held_out: torch.Tensor)
 
 
 class Evaluate(Callback):
-    """At each checkpoint of training time: FID against held-out digits, classes covered, ADA's p, memorization."""
+    """At each checkpoint of training time (or of generator steps, ``by="steps"``): FID against held-out digits,
+    classes covered, ADA's p, memorization, D's signs."""
 
-    def __init__(self, minutes: list[float], train: torch.Tensor, held_out: torch.Tensor, test: torch.Tensor) -> None:
-        self.checkpoints, self.records, self.paused = sorted(minutes), [], 0.0
+    def __init__(
+        self, checkpoints: list[float], train: torch.Tensor, held_out: torch.Tensor, test: torch.Tensor, by: str = "minutes"
+    ) -> None:
+        self.checkpoints, self.by, self.records, self.paused = sorted(checkpoints), by, [], 0.0
+        self.ada_trace: list[tuple[int, float, float]] = []  # (generator step, p, r_t) every 250 steps
         self.train, self.held_out = train, held_out
         self.classifier = MNISTClassifier.pretrained().eval()
         with torch.no_grad():
@@ -129,9 +136,13 @@ class Evaluate(Callback):
         self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        augment = getattr(pl_module, "augment", None)
+        if isinstance(augment, AdaptiveAugment) and pl_module.generator_step % 250 == 0:
+            self.ada_trace.append((pl_module.generator_step, round(float(augment.p), 4), round(float(augment.rt), 3)))
         minutes = (time.perf_counter() - self.start - self.paused) / 60
-        if not self.checkpoints or minutes < self.checkpoints[0]:
+        if not self.checkpoints or (minutes if self.by == "minutes" else pl_module.generator_step) < self.checkpoints[0]:
             return
+        checkpoint = self.checkpoints.pop(0)
         pause = time.perf_counter()
         fakes = pl_module.sample(z=pl_module.sample_latent(2000, generator=torch.Generator().manual_seed(7))).cpu()
         self.fid.reset()
@@ -143,14 +154,15 @@ class Evaluate(Callback):
         nearest_train = torch.cdist(sample, self.train_features).min(1).values
         nearest_held_out = torch.cdist(sample, self.held_out_features).min(1).values
         sign_train, sign_held_out = discriminator_signs(pl_module, self.train, self.held_out)
-        augment = getattr(pl_module, "augment", None)
         self.records.append({
-            "minutes": self.checkpoints.pop(0), "generator steps": pl_module.generator_step,
+            "minutes": checkpoint if self.by == "minutes" else round(minutes, 2), "generator steps": pl_module.generator_step,
             "fid": float(self.fid.compute()), "classes covered": int(covered),
             "ada p": float(augment.p) if isinstance(augment, AdaptiveAugment) else None,
             "memorization": float((nearest_train < nearest_held_out).float().mean()),
             "D sign train": sign_train, "D sign held-out": sign_held_out,
+            **({"ada trace (step, p, r_t)": self.ada_trace} if self.ada_trace else {}),
         })  # fmt: skip
+        self.ada_trace = []
         print(self.records[-1], flush=True)
         self.paused += time.perf_counter() - pause
         if not self.checkpoints:
@@ -162,14 +174,17 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
     parser.add_argument("--sizes", nargs="+", type=int, default=[100, 500, 1000, 5000])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--minutes", nargs="+", type=float, default=[1, 2, 4])
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--minutes", nargs="+", type=float, default=[1, 2, 4], help="measure at these training minutes")
+    when.add_argument("--steps", nargs="+", type=int, help="measure at these generator steps instead")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="the training seed (the digits drawn stay the same)")
     parser.add_argument("--name", default="small_data")
     parser.add_argument("--replot", action="store_true", help="only redraw the PNG from results/<name>.json")
     args = parser.parse_args()
     if args.replot:
-        plot(json.loads((RESULTS / f"{args.name}.json").read_text())["rows"], args.name)
+        saved = json.loads((RESULTS / f"{args.name}.json").read_text())
+        plot(saved["rows"], args.name, "generator steps" if saved["args"].get("steps", "None") != "None" else "minutes")
         return
     images, labels, test = load_digits(args.shared)
     precision = "bf16-mixed" if cpu_has_native_bf16() else "32-true"
@@ -179,7 +194,8 @@ def main() -> None:
         held_out = test[torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[:size]]
         for name in args.variants:
             seed_everything(args.seed, verbose=False)
-            clock = Evaluate(list(args.minutes), images[train], held_out, test[5000:])
+            by = "steps" if args.steps else "minutes"
+            clock = Evaluate(list(args.steps or args.minutes), images[train], held_out, test[5000:], by)
             Trainer(max_epochs=-1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                     enable_progress_bar=False, enable_model_summary=False, precision=precision,
                     callbacks=[clock]).fit(VARIANTS[name](), Digits(images[train], labels[train], min(args.batch_size, size)))  # fmt: skip
@@ -190,17 +206,18 @@ def main() -> None:
         "## Small data (MNIST subsets, FID with the package's MNIST extractor vs 5,000 held-out test digits, 2,000 fakes)",
         "", table, "", f"Machine: {machine()}, precision {precision}", "",
         f"Command: `python benchmarks/small_data.py --sizes {' '.join(map(str, args.sizes))} --variants "
-        f"{' '.join(args.variants)} --minutes {' '.join(f'{m:g}' for m in args.minutes)}"
+        f"{' '.join(args.variants)} " + (f"--steps {' '.join(map(str, args.steps))}" if args.steps else
+                                           f"--minutes {' '.join(f'{m:g}' for m in args.minutes)}")
         + (f" --seed {args.seed}" if args.seed else "") + (f" --name {args.name}`" if args.name != "small_data" else "`"),
     ])  # fmt: skip
     print(text)
     save_results(args.name, {"machine": machine(), "precision": precision, "args": {k: str(v) for k, v in vars(args).items()},
                              "rows": rows}, text)  # fmt: skip
-    plot(rows, args.name)
+    plot(rows, args.name, "generator steps" if args.steps else "minutes")
 
 
-def plot(rows: list[dict[str, Any]], output: str = "small_data") -> None:
-    """FID against training minutes, one panel per subset size, one colour per variant."""
+def plot(rows: list[dict[str, Any]], output: str = "small_data", x: str = "minutes") -> None:
+    """FID against training minutes (or ``x="generator steps"``), one panel per subset size, one colour per variant."""
     try:
         import matplotlib
 
@@ -214,10 +231,10 @@ def plot(rows: list[dict[str, Any]], output: str = "small_data") -> None:
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     for ax, size in zip(axes[0], sizes):
         for colour, name in enumerate(variants):
-            pts = [(r["minutes"], r["fid"]) for r in rows if r["digits"] == size and r["variant"] == name]
+            pts = [(r[x], r["fid"]) for r in rows if r["digits"] == size and r["variant"] == name]
             if pts:
                 ax.plot(*zip(*pts), marker="o", color=f"C{colour}", label=name)
-        ax.set(title=f"{size} digits", xlabel="training minutes", ylabel="FID (MNIST features)", yscale="log")
+        ax.set(title=f"{size} digits", xlabel="training minutes" if x == "minutes" else x, ylabel="FID (MNIST features)", yscale="log")
     axes[0][0].legend()
     fig.tight_layout()
     fig.savefig(RESULTS / f"{output}.png", dpi=120)
