@@ -21,8 +21,8 @@ the augmentation; a gap means D tells the digits it trained on from unseen ones,
     python benchmarks/small_data.py --replot                           # redraw the PNG from the JSON
 
 The clock counts training only (evaluations pause it). ``--steps`` measures at generator steps instead: what the
-variants would give where the augmentation's cost is negligible beside the networks' (a GPU, larger networks). Run on a quiet machine: other processes on the cores slow
-every step. Writes benchmarks/results/small_data.{md,json,png}.
+variants would give where the augmentation's cost is negligible beside the networks' (a GPU, larger networks).
+Run on a quiet machine: other processes on the cores slow every step. Writes benchmarks/results/small_data.{md,json,png}.
 """
 
 from __future__ import annotations
@@ -188,13 +188,12 @@ def main() -> None:
         return
     images, labels, test = load_digits(args.shared)
     precision = "bf16-mixed" if cpu_has_native_bf16() else "32-true"
-    rows = []
+    rows, by = [], "steps" if args.steps else "minutes"
     for size in args.sizes:
         train = equal_per_class(labels, size)
         held_out = test[torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[:size]]
         for name in args.variants:
             seed_everything(args.seed, verbose=False)
-            by = "steps" if args.steps else "minutes"
             clock = Evaluate(list(args.steps or args.minutes), images[train], held_out, test[5000:], by)
             Trainer(max_epochs=-1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                     enable_progress_bar=False, enable_model_summary=False, precision=precision,
@@ -213,7 +212,7 @@ def main() -> None:
     print(text)
     save_results(args.name, {"machine": machine(), "precision": precision, "args": {k: str(v) for k, v in vars(args).items()},
                              "rows": rows}, text)  # fmt: skip
-    plot(rows, args.name, "generator steps" if args.steps else "minutes")
+    plot(rows, args.name, "generator steps" if by == "steps" else "minutes")
 
 
 def plot(rows: list[dict[str, Any]], output: str = "small_data", x: str = "minutes") -> None:
