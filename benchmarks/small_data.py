@@ -1,6 +1,7 @@
 """Small data: does augmentation or regularization help when the GAN has few images? At equal wall-clock, on real
 MNIST subsets of 100, 500, 1,000 and 5,000 training digits (equal per class, from the 5,000 real training digits of
-../shared/data/mnist), the DCGAN (channels-last, the reused fake batch; bf16 only on a CPU with native bf16):
+../shared/data/mnist), the DCGAN (channels-last, the reused fake batch; bf16 only on a CPU with native bf16; D
+with BatchNorm unless ``--discriminator-norm none``):
 
 * ``plain``; ``diffaugment``: DiffAugment ``color,translation,cutout``; ``ada``: ``AdaptiveAugment()`` at its
   defaults; ``ada_lecam``: ADA + ``LeCam(0.3)``; ``r3gan``: R3GAN's networks with RSGANLoss and R1 + R2
@@ -18,6 +19,7 @@ the augmentation; a gap means D tells the digits it trained on from unseen ones,
     python benchmarks/small_data.py                                    # every size and variant, 1, 2, 4 minutes
     python benchmarks/small_data.py --sizes 500 --minutes 2 5 10       # one size, longer
     python benchmarks/small_data.py --sizes 5000 --steps 2000 4000     # equal generator steps, not equal time
+    python benchmarks/small_data.py --sizes 100 --discriminator-norm none   # D without BatchNorm, as ADA's own
     python benchmarks/small_data.py --replot                           # redraw the PNG from the JSON
 
 The clock counts training only (evaluations pause it). ``--steps`` measures at generator steps instead: what the
@@ -49,12 +51,13 @@ from lit_gans.objectives import RSGANLoss
 from lit_gans.regularizers import R1, R2, LeCam
 
 FAST = {"channels_last": True, "reuse_fake_for_generator": True}
-VARIANTS: dict[str, Callable[[], GAN]] = {
-    "plain": lambda: DCGAN(**FAST),
-    "diffaugment": lambda: DCGAN(augment=DiffAugment("color,translation,cutout"), **FAST),
-    "ada": lambda: DCGAN(augment=AdaptiveAugment(), **FAST),
-    "ada_lecam": lambda: DCGAN(augment=AdaptiveAugment(), regularizers=[LeCam(0.3)], **FAST),
-    "r3gan": lambda: DCGAN(
+# each takes the DCGAN's keyword arguments that --discriminator-norm sets (R3GAN's networks have no normalization)
+VARIANTS: dict[str, Callable[..., GAN]] = {
+    "plain": lambda **net: DCGAN(**FAST, **net),
+    "diffaugment": lambda **net: DCGAN(augment=DiffAugment("color,translation,cutout"), **FAST, **net),
+    "ada": lambda **net: DCGAN(augment=AdaptiveAugment(), **FAST, **net),
+    "ada_lecam": lambda **net: DCGAN(augment=AdaptiveAugment(), regularizers=[LeCam(0.3)], **FAST, **net),
+    "r3gan": lambda **net: DCGAN(
         architecture="r3gan", objective=RSGANLoss(), regularizers=[R1(0.4), R2(0.4)], latent_dim=64,
         generator_optimizer=lambda p: torch.optim.Adam(p, lr=2e-4, betas=(0.0, 0.9)),
         discriminator_optimizer=lambda p: torch.optim.Adam(p, lr=2e-4, betas=(0.0, 0.9)), **FAST,
@@ -179,6 +182,8 @@ def main() -> None:
     when.add_argument("--steps", nargs="+", type=int, help="measure at these generator steps instead")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="the training seed (the digits drawn stay the same)")
+    parser.add_argument("--discriminator-norm", choices=["batch", "none"], default="batch",
+                        help="D's normalization in every DCGAN variant (none: no batch statistics, as ADA's own D)")
     parser.add_argument("--name", default="small_data")
     parser.add_argument("--replot", action="store_true", help="only redraw the PNG from results/<name>.json")
     args = parser.parse_args()
@@ -195,9 +200,10 @@ def main() -> None:
         for name in args.variants:
             seed_everything(args.seed, verbose=False)
             clock = Evaluate(list(args.steps or args.minutes), images[train], held_out, test[5000:], by)
+            net = {"discriminator_norm": args.discriminator_norm} if name != "r3gan" else {}
             Trainer(max_epochs=-1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                     enable_progress_bar=False, enable_model_summary=False, precision=precision,
-                    callbacks=[clock]).fit(VARIANTS[name](), Digits(images[train], labels[train], min(args.batch_size, size)))  # fmt: skip
+                    callbacks=[clock]).fit(VARIANTS[name](**net), Digits(images[train], labels[train], min(args.batch_size, size)))  # fmt: skip
             rows += [{"digits": size, "variant": name, **r} for r in clock.records]
     table = markdown_table(rows, ["digits", "variant", "minutes", "generator steps", "fid", "classes covered", "ada p",
                                   "memorization", "D sign train", "D sign held-out"])  # fmt: skip
@@ -207,7 +213,9 @@ def main() -> None:
         f"Command: `python benchmarks/small_data.py --sizes {' '.join(map(str, args.sizes))} --variants "
         f"{' '.join(args.variants)} " + (f"--steps {' '.join(map(str, args.steps))}" if args.steps else
                                            f"--minutes {' '.join(f'{m:g}' for m in args.minutes)}")
-        + (f" --seed {args.seed}" if args.seed else "") + (f" --name {args.name}`" if args.name != "small_data" else "`"),
+        + (f" --seed {args.seed}" if args.seed else "")
+        + (f" --discriminator-norm {args.discriminator_norm}" if args.discriminator_norm != "batch" else "")
+        + (f" --name {args.name}`" if args.name != "small_data" else "`"),
     ])  # fmt: skip
     print(text)
     save_results(args.name, {"machine": machine(), "precision": precision, "args": {k: str(v) for k, v in vars(args).items()},
