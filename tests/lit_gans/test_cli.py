@@ -267,6 +267,17 @@ def test_the_sngan_config_has_sngans_projection_recipe(capsys):
         assert optimizer["init_args"]["lr"] == 2e-4 and optimizer["init_args"]["betas"] == [0.0, 0.9]
 
 
+def test_the_calligraphy_config_with_ada_neither_mirrors_nor_rotates_characters(capsys):
+    config = REPO / "configs" / "cgan_ada_calligraphy64.yaml"
+    model = resolved_config(["--config", str(config)], capsys)["model"]["init_args"]
+    assert model["augment"]["class_path"] == "lit_gans.augment.AdaptiveAugment"
+    ops = set(model["augment"]["init_args"]["ops"])
+    assert ops and not ops & {"xflip", "rotate90", "rotate"}
+    assert model["discriminator_norm"] in (None, "none")  # r_t is read from a D without BatchNorm
+    without = resolved_config(["--config", str(REPO / "configs" / "cgan_calligraphy64.yaml")], capsys)["model"]
+    assert {k: v for k, v in model.items() if k != "augment"} == {k: v for k, v in without["init_args"].items() if k != "augment"}
+
+
 def test_the_configs_folder_holds_one_file_per_run_and_the_trainers_they_share():
     named_trainers, named_callbacks = set(), set()
     for config in CONFIGS:
