@@ -331,6 +331,17 @@ def _padded_upsample_operator(length: int, before: int, after: int) -> Tensor:
     return _filter_operator(length + before + after, up=True) @ torch.eye(length, dtype=torch.float64)[source]
 
 
+def _affine_grid(theta: Tensor, h: int, w: int) -> Tensor:
+    """``F.affine_grid(theta, [N, C, h, w], align_corners=False)`` as broadcast products. ``affine_grid`` multiplies
+    an ``(h * w, 3)`` grid by each matrix in a batched matmul with an inner size of 3, which on a CPU costs ten times
+    as much (1.0 against 0.1 ms for 40 images of 68 x 68, a 2x up-sampled 28-pixel digit): at ADA's small p, 40% of
+    the pipeline's time."""
+    xs = (torch.arange(w, device=theta.device, dtype=theta.dtype) * 2 + 1) / w - 1  # pixel centres in [-1, 1]
+    ys = (torch.arange(h, device=theta.device, dtype=theta.dtype) * 2 + 1) / h - 1
+    t = theta[:, :, :, None, None]
+    return torch.stack([t[:, i, 0] * xs + t[:, i, 1] * ys[:, None] + t[:, i, 2] for i in (0, 1)], dim=-1)
+
+
 @functools.lru_cache(maxsize=4096)
 def _operator(
     length: int, a: int, b: int, device: torch.device, dtype: torch.dtype, up: bool = True
@@ -479,7 +490,7 @@ class AdaptiveAugment(Augment):
         ], device=images.device)  # fmt: skip
         after = torch.tensor([[out_w / 4, 0.0, 0.25], [0.0, out_h / 4, 0.25], [0.0, 0.0, 1.0]], device=images.device)
         g_inv = before @ g_inv @ after
-        grid = F.affine_grid(g_inv[:, :2, :], [n, c, out_h, out_w], align_corners=False)
+        grid = _affine_grid(g_inv[:, :2, :], out_h, out_w)
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         # filtered 2x down-sampling of only the rows and columns that survive the crop
         rows = _operator(out_h, pad, h, images.device, images.dtype, up=False)

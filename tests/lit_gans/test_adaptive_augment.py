@@ -220,3 +220,12 @@ def test_the_inverse_transform_equals_the_references_product_of_matrices():
     untouched = _inverse_geometric(*(torch.zeros(n) for _ in range(2)), torch.zeros(n, 2), torch.ones(n),
                                    torch.zeros(n), torch.ones(n), torch.zeros(n), torch.zeros(n, 2))  # fmt: skip
     assert torch.equal(untouched.abs(), torch.eye(3).expand(n, 3, 3))  # exactly: no resampling of unchosen images
+
+
+@pytest.mark.parametrize("size", [(68, 68), (40, 26)])
+def test_the_sampling_grid_equals_torchs_affine_grid(size):
+    from lit_gans.augment import _affine_grid
+
+    theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    expected = torch.nn.functional.affine_grid(theta, [5, 1, *size], align_corners=False)
+    assert torch.allclose(_affine_grid(theta, *size), expected, atol=1e-12)
